@@ -1,0 +1,77 @@
+"""Shared fixtures: real MNIST from ../shared/data (or the committed archives), a small trained model,
+and a real `dvc repro` of the whole pipeline in a temporary git repository."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+if SHARED_DATA.is_dir():  # tests and CI read the shared copies first (MNIST_XAI_MIRRORS)
+    os.environ["MNIST_XAI_MIRRORS"] = str(SHARED_DATA / "{dataset}")
+
+from tests.helpers import PipelineRepo  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory) -> Path:
+    from mnist_xai import data
+
+    out = tmp_path_factory.mktemp("data") / "mnist"
+    data.download("mnist", out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def test_split(mnist_dir):
+    from mnist_xai import data
+
+    return data.load_split(mnist_dir, "test")
+
+
+@pytest.fixture(scope="session")
+def trained_model(mnist_dir, test_split):
+    """A CNN trained for one epoch on 6,000 real images (~96 % accuracy), channels_last, eval mode."""
+    import torch
+
+    from mnist_xai import data
+    from mnist_xai.model import MnistCNN
+    from mnist_xai.training import train
+
+    images, labels = data.load_split(mnist_dir, "train")
+    subset = np.random.default_rng(0).choice(len(images), 6000, replace=False)
+    torch.manual_seed(0)
+    model = MnistCNN()
+    test_images, test_labels = test_split
+    train(model, images[subset], labels[subset], test_images[:1000], test_labels[:1000], epochs=1,
+          batch_size=64, lr=0.003, weight_decay=1e-4, seed=0, device=torch.device("cpu"))
+    torch.use_deterministic_algorithms(False)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def explain_inputs(test_split):
+    """64 real test images (normalised) and their labels."""
+    from mnist_xai import data
+
+    images, labels = test_split
+    indices = data.stratified_indices(labels, 64, seed=0)
+    return data.normalize(images[indices]), labels[indices]
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory) -> PipelineRepo:
+    """The real pipeline, run once with `dvc repro` on a small subset: 2,000 training images,
+    1 epoch, 20 explained images, the four seed methods."""
+    repo = PipelineRepo.create(tmp_path_factory.mktemp("pipeline"), {
+        "train": {"n_images": 2000, "epochs": 1},
+        "explain": {"n_images": 20},
+    })
+    repo.first_repro = repo.dvc("repro")
+    return repo
