@@ -1,0 +1,151 @@
+"""Class activation maps: GradCAM, GradCAM++, LayerCAM, ScoreCAM and Guided GradCAM.
+
+A small skeleton (after pytorch-grad-cam): one forward with the layer's output
+captured, one backward to that output only, then a per-method rule that turns
+activations A [N, K, h, w] and gradients G into a map. Maps are ReLU'd at the
+layer's resolution and upsampled bilinearly (half-pixel centres) to the input
+size; they are returned unnormalised, since min-max scaling is a display choice.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mnist_xai.attribution.core import (
+    capture_output,
+    chunks,
+    image_chunks,
+    images_per_chunk,
+    resolve_layer,
+    target_scores,
+    upsample,
+)
+from mnist_xai.attribution.gradients import guided_gradients
+
+
+def activations_and_gradients(model, x, targets, *, layer, score):
+    """The layer's output A and d score / d A for a batch."""
+    module = resolve_layer(model, layer)
+    with capture_output(module, requires_grad=True) as captured, torch.enable_grad():
+        scores = target_scores(model(x), targets, score)
+        activation = captured["activation"]
+        (grads,) = torch.autograd.grad(scores.sum(), activation)
+    return activation.detach(), grads
+
+
+def _gradcam_weights(activation, grads):
+    """alpha_k = mean of dy/dA_k over space (Selvaraju et al. 2017)."""
+    return grads.mean(dim=(2, 3))
+
+
+def _gradcam_pp_weights(activation, grads):
+    """Chattopadhyay et al. 2018, eq. 19 with the exponential-score simplification, as pytorch-grad-cam
+    computes it (including its eps=1e-6 and zeroing where the gradient is 0)."""
+    grads_2 = grads.pow(2)
+    grads_3 = grads_2 * grads
+    sum_activation = activation.sum(dim=(2, 3), keepdim=True)
+    alpha = grads_2 / (2 * grads_2 + sum_activation * grads_3 + 1e-6)
+    alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
+    return (grads.clamp_min(0) * alpha).sum(dim=(2, 3))
+
+
+def _low_res_cam(model, x, targets, *, layer, score, rule):
+    activation, grads = activations_and_gradients(model, x, targets, layer=layer, score=score)
+    if rule == "layercam":  # Jiang et al. 2021: element-wise positive gradients as weights
+        cam = (grads.clamp_min(0) * activation).sum(dim=1, keepdim=True)
+    else:
+        weights = _gradcam_weights(activation, grads) if rule == "gradcam" else _gradcam_pp_weights(activation, grads)
+        cam = (weights[:, :, None, None] * activation).sum(dim=1, keepdim=True)
+    return cam.clamp_min(0)
+
+
+def _cam(model, x, targets, *, layer, score, batch_size, rule):
+    maps = torch.empty(x.shape[0], *x.shape[2:], device=x.device)
+    for rows in image_chunks(len(x), batch_size):
+        cam = _low_res_cam(model, x[rows], targets[rows], layer=layer, score=score, rule=rule)
+        maps[rows] = upsample(cam, x.shape[2:])[:, 0]
+    return maps
+
+
+def gradcam(model, x, targets, *, layer, score, batch_size):
+    """ReLU(sum_k mean(dy/dA_k) A_k) (Selvaraju et al. 2017); pytorch-grad-cam GradCAM."""
+    return _cam(model, x, targets, layer=layer, score=score, batch_size=batch_size, rule="gradcam")
+
+
+def gradcam_pp(model, x, targets, *, layer, score, batch_size):
+    """GradCAM++ (Chattopadhyay et al. 2018); pytorch-grad-cam GradCAMPlusPlus."""
+    return _cam(model, x, targets, layer=layer, score=score, batch_size=batch_size, rule="gradcam_pp")
+
+
+def layercam(model, x, targets, *, layer, score, batch_size):
+    """ReLU(sum_k ReLU(dy/dA_k) * A_k) (Jiang et al. 2021); pytorch-grad-cam LayerCAM."""
+    return _cam(model, x, targets, layer=layer, score=score, batch_size=batch_size, rule="layercam")
+
+
+def guided_gradcam(model, x, targets, *, layer, score, batch_size):
+    """Guided Backprop x GradCAM upsampled bilinearly (Selvaraju et al. 2017);
+    Captum GuidedGradCam(interpolate_mode='bilinear')."""
+    maps = torch.empty(x.shape[0], *x.shape[2:], device=x.device)
+    for rows in image_chunks(len(x), batch_size):
+        cam = upsample(_low_res_cam(model, x[rows], targets[rows], layer=layer, score=score, rule="gradcam"),
+                       x.shape[2:])
+        guided = guided_gradients(model, x[rows], targets[rows], score=score, batch_size=batch_size)
+        maps[rows] = (guided * cam).sum(dim=1)
+    return maps
+
+
+@torch.inference_mode()
+def _layer_activations(model, x, layer):
+    module = resolve_layer(model, layer)
+    with capture_output(module, requires_grad=False) as captured:
+        model(x)
+    return captured["activation"]
+
+
+@torch.inference_mode()
+def scorecam(model, x, targets, *, layer, variant, score, batch_size):
+    """Score-CAM (Wang et al. 2020): each channel's activation, upsampled and min-max scaled, masks the
+    input; the model's score on the masked input weights that channel. Two published variants:
+
+    - 'authors' (the paper and its authors' code, haofanwang/Score-CAM): weight = softmax probability of
+      the target on the masked input; masks upsampled with align_corners=False; constant channels skipped;
+      the map is ReLU(sum_k weight_k * upsampled A_k) at input resolution.
+    - 'pytorch_grad_cam' (jacobgil/pytorch-grad-cam 1.5.7): weight = softmax over channels of the target's
+      `score` (logit by default) on the masked input; masks upsampled with align_corners=True and scaled
+      with a 1e-8 guard; the map is ReLU(sum_k weight_k A_k) at layer resolution, then upsampled.
+    """
+    size = x.shape[2:]
+    maps = torch.empty(x.shape[0], *size, device=x.device)
+    for outer in image_chunks(len(x), batch_size):
+        activations = _layer_activations(model, x[outer], layer)
+        channels = activations.shape[1]
+        for inner in chunks(len(activations), images_per_chunk(batch_size, channels)):
+            rows = slice(outer.start + inner.start, outer.start + inner.stop)
+            maps[rows] = _scorecam_maps(model, x[rows], targets[rows], activations[inner], variant, score, batch_size)
+    return maps
+
+
+def _scorecam_maps(model, images, targets, activation, variant, score, batch_size):
+    count, channels = activation.shape[:2]
+    size = images.shape[2:]
+    upsampled = torch.nn.functional.interpolate(activation, size=size, mode="bilinear",
+                                                align_corners=(variant == "pytorch_grad_cam"))
+    low = upsampled.amin(dim=(2, 3), keepdim=True)
+    high = upsampled.amax(dim=(2, 3), keepdim=True)
+    if variant == "pytorch_grad_cam":
+        masks = (upsampled - low) / (high - low + 1e-8)
+    else:
+        masks = (upsampled - low) / torch.where(high > low, high - low, torch.ones_like(high))
+    # every image under each of its K masks: [count * K, C, H, W], scored in passes of ~batch_size rows
+    masked = (images.unsqueeze(1) * masks.unsqueeze(2)).flatten(0, 1)
+    mask_targets = targets.repeat_interleave(channels)
+    weights = torch.empty(len(masked), device=images.device)
+    for part in chunks(len(masked), batch_size):
+        weights[part] = target_scores(model(masked[part]), mask_targets[part],
+                                      "softmax" if variant == "authors" else score)
+    weights = weights.view(count, channels)
+    if variant == "pytorch_grad_cam":
+        cam = (weights.softmax(dim=1)[:, :, None, None] * activation).sum(dim=1, keepdim=True)
+        return upsample(cam.clamp_min(0), size)[:, 0]
+    weights = torch.where((high > low).view(count, channels), weights, torch.zeros_like(weights))
+    return (weights[:, :, None, None] * upsampled).sum(dim=1).clamp_min(0)

@@ -1,0 +1,183 @@
+"""Gradient methods: Saliency, SmoothGrad (and its squared and variance forms), Integrated
+Gradients, Input x Gradient, Guided Backprop.
+
+Each takes the model, inputs [N, C, H, W], targets [N] and returns maps [N, H, W].
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mnist_xai.attribution.core import chunks, image_chunks, images_per_chunk, input_gradients, reduce_channels
+from mnist_xai.data import BLACK
+
+
+def saliency(model, x, targets, *, score, batch_size):
+    """|d score / d x|, the maximum over channels (Simonyan et al. 2014); Captum Saliency(abs=True)."""
+    maps = torch.empty(x.shape[0], *x.shape[2:], device=x.device)
+    for rows in image_chunks(len(x), batch_size):
+        maps[rows] = input_gradients(model, x[rows], targets[rows], score).abs().amax(dim=1)
+    return maps
+
+
+def _noisy_gradient_moments(model, x, targets, *, n_samples, sigma, seed, score, batch_size):
+    """Mean and mean square of the input gradient over `n_samples` noisy copies of each image.
+
+    Noise: N(0, s_i^2) per pixel with s_i = sigma * (max(x_i) - min(x_i)), the
+    paper's noise level relative to each image's range (Smilkov et al. 2017).
+    Drawn from one generator seeded with `seed`, image by image, sample by
+    sample in Captum NoiseTunnel's layout (x.repeat_interleave(n)), so that with
+    the same seed and stdev the noise is bit-identical to Captum's.
+    """
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    mean = torch.empty_like(x)
+    mean_square = torch.empty_like(x)
+    per_chunk = images_per_chunk(batch_size, n_samples)
+    for rows in image_chunks(len(x), per_chunk):
+        images = x[rows]
+        count = len(images)
+        spread = images.flatten(1).amax(1) - images.flatten(1).amin(1)
+        stdev = (sigma * spread).repeat_interleave(n_samples).view(-1, *(1,) * (x.dim() - 1))
+        noise = torch.randn((count * n_samples, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
+        noisy = images.repeat_interleave(n_samples, dim=0) + noise * stdev
+        grads = input_gradients(model, noisy, targets[rows].repeat_interleave(n_samples), score)
+        grads = grads.view(count, n_samples, *x.shape[1:])
+        mean[rows] = grads.sum(dim=1) / n_samples
+        mean_square[rows] = grads.pow(2).sum(dim=1) / n_samples
+    return mean, mean_square
+
+
+def smoothgrad(model, x, targets, *, n_samples, sigma, seed, score, batch_size):
+    """Mean gradient over noisy copies (Smilkov et al. 2017); Captum NoiseTunnel(Saliency(abs=False))."""
+    mean, _ = _noisy_gradient_moments(model, x, targets, n_samples=n_samples, sigma=sigma, seed=seed,
+                                      score=score, batch_size=batch_size)
+    return reduce_channels(mean)
+
+
+def smoothgrad_sq(model, x, targets, *, n_samples, sigma, seed, score, batch_size):
+    """Mean squared gradient over noisy copies (Hooker et al. 2019); Captum nt_type='smoothgrad_sq'."""
+    _, mean_square = _noisy_gradient_moments(model, x, targets, n_samples=n_samples, sigma=sigma, seed=seed,
+                                             score=score, batch_size=batch_size)
+    return reduce_channels(mean_square)
+
+
+def vargrad(model, x, targets, *, n_samples, sigma, seed, score, batch_size):
+    """Variance of the gradient over noisy copies (Adebayo et al. 2018); Captum nt_type='vargrad'."""
+    mean, mean_square = _noisy_gradient_moments(model, x, targets, n_samples=n_samples, sigma=sigma, seed=seed,
+                                                score=score, batch_size=batch_size)
+    return reduce_channels((mean_square - mean * mean).clamp_min(0))
+
+
+def quadrature(rule: str, steps: int) -> tuple[list[float], list[float]]:
+    """(step sizes, alphas) for the path integral; the same numbers as Captum's approximation_methods."""
+    if rule == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(steps)
+        return (0.5 * weights).tolist(), (0.5 * (1 + nodes)).tolist()
+    sizes = [1 / steps] * steps
+    if rule == "riemann_trapezoid":
+        sizes[0] /= 2
+        sizes[-1] /= 2
+        return sizes, torch.linspace(0, 1, steps).tolist()
+    start, end = {
+        "riemann_left": (0, 1 - 1 / steps),
+        "riemann_right": (1 / steps, 1),
+        "riemann_middle": (1 / (2 * steps), 1 - 1 / (2 * steps)),
+    }[rule]
+    return sizes, torch.linspace(start, end, steps).tolist()
+
+
+def baseline_for(x: torch.Tensor, baseline: str, blur_sigma: float) -> torch.Tensor:
+    """The IG reference input: 'zero' (the data mean), 'black' (pixel value 0) or 'blur' (Gaussian-blurred x)."""
+    if baseline == "zero":
+        return torch.zeros_like(x)
+    if baseline == "black":
+        return torch.full_like(x, BLACK)
+    return gaussian_blur(x, blur_sigma)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of [N, C, H, W], kernel radius 3 sigma (capped by the image), reflect padding."""
+    radius = max(1, min(int(np.ceil(3 * sigma)), min(x.shape[2:]) - 1))
+    offsets = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = x.shape[1]
+    horizontal = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+    vertical = kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
+    x = F.conv2d(F.pad(x.contiguous(), (radius, radius, 0, 0), mode="reflect"), horizontal, groups=channels)
+    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), vertical, groups=channels)
+
+
+def integrated_gradients(model, x, targets, *, steps, rule, baseline, blur_sigma, score, batch_size):
+    """(x - x') * integral of the gradient along the straight path x' -> x (Sundararajan et al. 2017)."""
+    sizes, alphas = quadrature(rule, steps)
+    step_sizes = torch.tensor(sizes, dtype=x.dtype, device=x.device).view(steps, 1, *(1,) * (x.dim() - 1))
+    alpha = torch.tensor(alphas, dtype=x.dtype, device=x.device).view(steps, 1, *(1,) * (x.dim() - 1))
+    reference = baseline_for(x, baseline, blur_sigma)
+    maps = torch.empty(x.shape[0], *x.shape[2:], device=x.device)
+    for rows in image_chunks(len(x), images_per_chunk(batch_size, steps)):
+        images, base = x[rows], reference[rows]
+        path = (base.unsqueeze(0) + alpha * (images - base).unsqueeze(0)).flatten(0, 1)  # step-major, like Captum
+        grads = input_gradients(model, path, targets[rows].repeat(steps), score)
+        total = (grads.view(steps, len(images), *x.shape[1:]) * step_sizes).sum(dim=0)
+        maps[rows] = reduce_channels(total * (images - base))
+    return maps
+
+
+def input_x_gradient(model, x, targets, *, score, batch_size):
+    """x * d score / d x (Shrikumar et al. 2016); Captum InputXGradient."""
+    maps = torch.empty(x.shape[0], *x.shape[2:], device=x.device)
+    for rows in image_chunks(len(x), batch_size):
+        maps[rows] = reduce_channels(x[rows] * input_gradients(model, x[rows], targets[rows], score))
+    return maps
+
+
+class _GuidedReLU(torch.autograd.Function):
+    """ReLU whose backward passes only positive gradients through positive inputs (Springenberg et al. 2015)."""
+
+    @staticmethod
+    def forward(ctx, inputs):
+        ctx.save_for_backward(inputs)
+        return inputs.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (inputs,) = ctx.saved_tensors
+        return grad_output.clamp_min(0) * (inputs > 0)
+
+
+@contextmanager
+def guided_relus(model: nn.Module):
+    """Swap every nn.ReLU module's backward for the guided one while the context is open."""
+    def hook(_module, inputs, _output):
+        return _GuidedReLU.apply(inputs[0])
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.ReLU)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def guided_gradients(model, x, targets, *, score, batch_size) -> torch.Tensor:
+    """Guided Backprop gradients [N, C, H, W]."""
+    grads = torch.empty_like(x)
+    with guided_relus(model):
+        for rows in chunks(len(x), batch_size):
+            grads[rows] = input_gradients(model, x[rows], targets[rows], score)
+    return grads
+
+
+def guided_backprop(model, x, targets, *, score, batch_size):
+    """The gradient with guided ReLUs (Springenberg et al. 2015); Captum GuidedBackprop."""
+    maps = torch.empty(x.shape[0], *x.shape[2:], device=x.device)
+    for rows in image_chunks(len(x), batch_size):
+        maps[rows] = reduce_channels(guided_gradients(model, x[rows], targets[rows], score=score,
+                                                      batch_size=batch_size))
+    return maps

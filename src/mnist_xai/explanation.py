@@ -1,0 +1,59 @@
+"""Explaining a set of test images with one method, timed, and the file format that holds the result."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mnist_xai.attribution import attribute
+from mnist_xai.data import normalize
+from mnist_xai.io import atomic_write_npz
+
+
+@dataclass
+class Explanation:
+    method: str
+    maps: np.ndarray  # float32 [N, 28, 28]
+    indices: np.ndarray  # int64 [N]: positions in the test split
+    labels: np.ndarray  # int64 [N]
+    predictions: np.ndarray  # int64 [N]
+    targets: np.ndarray  # int64 [N]: the class each map explains
+    seconds: float = float("nan")  # wall time of the attribution alone
+
+    @property
+    def images_per_second(self) -> float:
+        return len(self.maps) / self.seconds
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_npz(path, maps=self.maps, indices=self.indices, labels=self.labels,
+                         predictions=self.predictions, targets=self.targets)
+
+    @classmethod
+    def load(cls, path: str | Path, method: str | None = None) -> Explanation:
+        with np.load(path, allow_pickle=False) as archive:
+            return cls(method=method or Path(path).stem, **{key: archive[key] for key in
+                                                            ("maps", "indices", "labels", "predictions", "targets")})
+
+
+def explain(model: nn.Module, method: str, images: np.ndarray, labels: np.ndarray, indices: np.ndarray,
+            params: dict, target: str, device: torch.device, show_progress: bool = True) -> Explanation:
+    """Attribution maps for test images `images[indices]`, explaining the predicted class or the label."""
+    x = normalize(images[indices]).to(device)
+    with torch.inference_mode():
+        predictions = torch.cat([model(x[i:i + 500]).argmax(1) for i in range(0, len(x), 500)]).cpu().numpy()
+    targets = predictions if target == "predicted" else labels[indices]
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    maps = attribute(method, model, x, torch.as_tensor(targets, device=device), show_progress=show_progress, **params)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    return Explanation(method=method, maps=maps.cpu().numpy(), indices=indices.astype(np.int64),
+                       labels=labels[indices].astype(np.int64), predictions=predictions.astype(np.int64),
+                       targets=np.asarray(targets, dtype=np.int64), seconds=seconds)
