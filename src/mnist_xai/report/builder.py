@@ -1,0 +1,167 @@
+"""Builds the one self-contained HTML report from the pipeline's outputs.
+
+Everything goes through Jinja2 with autoescaping on; pictures are embedded
+as data: URIs, so the file opens from disk with no network.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+
+from mnist_xai.attribution import REGISTRY
+from mnist_xai.evaluation import confusion_matrix
+from mnist_xai.explanation import Explanation
+from mnist_xai.report import figures
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_DIR = Path(__file__).parent
+
+
+@dataclass
+class ReportInputs:
+    """What the report shows; the report stage fills it from the pipeline's files."""
+
+    dataset: str
+    class_names: list[str]
+    test_images: np.ndarray  # uint8 [N, 28, 28]
+    test_labels: np.ndarray
+    train_metrics: dict
+    train_timing: dict
+    history: list[dict]
+    evaluate_metrics: dict
+    predictions: np.ndarray  # every test image's predicted class
+    explanations: dict[str, Explanation]  # method -> maps, in the configured order
+    explain_timing: dict[str, dict]
+    params: dict[str, Any]
+    git: dict[str, str] = field(default_factory=dict)
+    n_samples: int = 8
+    n_misclassified: int = 6
+
+
+def read_history(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return [{key: (int(value) if key == "epoch" else float(value)) for key, value in row.items()}
+                for row in csv.DictReader(handle)]
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def pick_samples(explanation: Explanation, count: int, correct: bool) -> list[int]:
+    """Rows of the explanation to show: one per class in turn, correctly or wrongly classified."""
+    hits = (explanation.predictions == explanation.labels) == correct
+    by_class: dict[int, list[int]] = {}
+    for row in np.flatnonzero(hits):
+        by_class.setdefault(int(explanation.labels[row]), []).append(int(row))
+    chosen: list[int] = []
+    while len(chosen) < count and any(by_class.values()):
+        for label in sorted(by_class):
+            if by_class[label] and len(chosen) < count:
+                chosen.append(by_class[label].pop(0))
+    return chosen
+
+
+def _map_cells(inputs: ReportInputs, rows: list[int]) -> tuple[list[dict], list[dict]]:
+    """The digit column and, per method, one overlay per row, all on the method's shared scale."""
+    reference = next(iter(inputs.explanations.values()))
+    names = inputs.class_names
+    samples = []
+    for row in rows:
+        index = int(reference.indices[row])
+        label, predicted = int(reference.labels[row]), int(reference.predictions[row])
+        samples.append({
+            "index": index, "label": names[label], "predicted": names[predicted],
+            "src": figures.data_uri(figures.digit_png(inputs.test_images[index])),
+            "alt": f"Test image #{index}: true class {names[label]}, predicted {names[predicted]}",
+        })
+    methods = []
+    for method, explanation in inputs.explanations.items():
+        signed = REGISTRY[method].signed if method in REGISTRY else True
+        maps = explanation.maps[rows]
+        limit = figures.scale_limit(maps)
+        cells = []
+        for row, sample in zip(rows, samples, strict=True):
+            rgb = figures.overlay_rgb(inputs.test_images[sample["index"]], explanation.maps[row], limit, signed)
+            target = names[int(explanation.targets[row])]
+            cells.append({
+                "src": figures.data_uri(figures.png_bytes(rgb)),
+                "alt": f"{method} attribution for test image #{sample['index']} (true {sample['label']}, "
+                       f"predicted {sample['predicted']}), explaining class {target}",
+                "sample": sample["index"],
+            })
+        methods.append({"name": method, "cells": cells, "limit": limit, "signed": signed,
+                        "colour_bar": figures.data_uri(figures.colour_bar_png(signed))})
+    return samples, methods
+
+
+def build_context(inputs: ReportInputs) -> dict[str, Any]:
+    if not inputs.explanations:
+        raise ValueError("the report needs at least one explanation")
+    reference = next(iter(inputs.explanations.values()))
+    gallery_rows = pick_samples(reference, inputs.n_samples, correct=True)
+    wrong_rows = pick_samples(reference, inputs.n_misclassified, correct=False)
+    gallery_samples, gallery = _map_cells(inputs, gallery_rows)
+    wrong_samples, wrong = _map_cells(inputs, wrong_rows) if wrong_rows else ([], [])
+    confusion = confusion_matrix(inputs.test_labels, inputs.predictions, len(inputs.class_names))
+    timing = [{
+        "method": method,
+        "seconds_per_image": inputs.explain_timing.get(method, {}).get("seconds_per_image"),
+        "images_per_second": inputs.explain_timing.get(method, {}).get("images_per_second"),
+        "n_images": len(explanation.maps),
+    } for method, explanation in inputs.explanations.items()]
+    method_info = [{
+        "name": method, "reference": REGISTRY[method].reference, "oracle": REGISTRY[method].oracle,
+        "conventions": REGISTRY[method].conventions,
+        "params": inputs.params.get("methods", {}).get(method, {}),
+    } for method in inputs.explanations if method in REGISTRY]
+    return {
+        "dataset": inputs.dataset,
+        "accuracy": inputs.evaluate_metrics["accuracy"],
+        "n_test": len(inputs.test_labels),
+        "n_misclassified_total": int((inputs.predictions != inputs.test_labels).sum()),
+        "n_explained": len(reference.maps),
+        "methods": list(inputs.explanations),
+        "train_metrics": inputs.train_metrics,
+        "train_timing": inputs.train_timing,
+        "git": inputs.git,
+        "params": inputs.params,
+        "training_curves": figures.data_uri(figures.figure_png(figures.training_curves(inputs.history))),
+        "confusion": figures.data_uri(figures.figure_png(figures.confusion_figure(confusion, inputs.class_names))),
+        "per_class": [{"name": inputs.class_names[int(c)], **v}
+                      for c, v in inputs.evaluate_metrics["per_class"].items()],
+        "gallery_samples": gallery_samples,
+        "gallery": gallery,
+        "wrong_samples": wrong_samples,
+        "wrong": wrong,
+        "timing": timing,
+        "method_info": method_info,
+    }
+
+
+def render(context: dict[str, Any]) -> str:
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), autoescape=True,
+                                     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    environment.filters["fmt"] = _fmt
+    return environment.get_template("report.html.j2").render(**context)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e-3 or abs(value) >= 1e4 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def build_report(inputs: ReportInputs) -> str:
+    return render(build_context(inputs))

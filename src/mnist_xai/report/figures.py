@@ -1,0 +1,137 @@
+"""Pictures for the report and MLflow: heatmap overlays as small PNGs, and matplotlib charts.
+
+Overlay convention (stated in the report): the digit is drawn dimmed in grey;
+the attribution is laid over it in colour with opacity growing with |value|.
+Signed methods use blue (negative) to red (positive) on a scale symmetric
+around 0; non-negative methods use one sequential colour map from 0. Within a
+method every map shares one scale: +-L, where L is the 99th percentile of
+|attribution| over the maps shown.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+SIGNED_CMAP = "bwr"
+UNSIGNED_CMAP = "inferno"
+SCALE = 4  # 28 px -> 112 px, nearest neighbour, so pixels stay crisp
+
+
+def scale_limit(maps: np.ndarray) -> float:
+    """L: the 99th percentile of |map| over all given maps (>0 so that flat maps still draw)."""
+    limit = float(np.percentile(np.abs(maps), 99)) if maps.size else 0.0
+    return limit if limit > 0 else float(np.abs(maps).max() or 1.0)
+
+
+def overlay_rgb(image: np.ndarray, attribution: np.ndarray, limit: float, signed: bool) -> np.ndarray:
+    """uint8 RGB [H, W, 3]: the dimmed digit with the attribution blended over it."""
+    base = np.repeat((image.astype(np.float32) / 255.0 * 0.55)[..., None], 3, axis=2)
+    if signed:
+        normed = np.clip(attribution / limit, -1, 1)
+        colour = matplotlib.colormaps[SIGNED_CMAP]((normed + 1) / 2)[..., :3]
+        alpha = np.abs(normed)[..., None]
+    else:
+        normed = np.clip(attribution / limit, 0, 1)
+        colour = matplotlib.colormaps[UNSIGNED_CMAP](0.25 + 0.75 * normed)[..., :3]
+        alpha = normed[..., None]
+    return (255 * ((1 - alpha) * base + alpha * colour)).round().astype(np.uint8)
+
+
+def png_bytes(rgb: np.ndarray, scale: int = SCALE) -> bytes:
+    image = Image.fromarray(rgb)
+    if scale != 1:
+        image = image.resize((rgb.shape[1] * scale, rgb.shape[0] * scale), Image.Resampling.NEAREST)
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+def data_uri(png: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(png).decode('ascii')}"
+
+
+def digit_png(image: np.ndarray) -> bytes:
+    return png_bytes(np.repeat(image[..., None], 3, axis=2))
+
+
+def colour_bar_png(signed: bool, width: int = 160, height: int = 12) -> bytes:
+    """The colour scale as a horizontal bar, left = -L (signed) or 0, right = +L."""
+    ramp = np.linspace(-1 if signed else 0, 1, width)
+    if signed:
+        colours = matplotlib.colormaps[SIGNED_CMAP]((ramp + 1) / 2)[:, :3]
+    else:
+        colours = matplotlib.colormaps[UNSIGNED_CMAP](0.25 + 0.75 * ramp)[:, :3]
+    rgb = (255 * np.repeat(colours[None], height, axis=0)).round().astype(np.uint8)
+    return png_bytes(rgb, scale=1)
+
+
+def figure_png(figure) -> bytes:
+    out = io.BytesIO()
+    figure.savefig(out, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return out.getvalue()
+
+
+def training_curves(history: list[dict]):
+    """Loss and accuracy per epoch, train and test."""
+    epochs = [row["epoch"] for row in history]
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(8, 3))
+    for split, style in (("train", "-o"), ("test", "--s")):
+        loss_axis.plot(epochs, [row[f"{split}_loss"] for row in history], style, label=split)
+        accuracy_axis.plot(epochs, [100 * row[f"{split}_accuracy"] for row in history], style, label=split)
+    loss_axis.set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
+    accuracy_axis.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    for axis in (loss_axis, accuracy_axis):
+        axis.grid(alpha=0.3)
+        axis.legend()
+        axis.xaxis.get_major_locator().set_params(integer=True)
+    figure.tight_layout()
+    return figure
+
+
+def confusion_figure(confusion: np.ndarray, class_names: list[str]):
+    """Counts of (true, predicted) test images; the diagonal dimmed so the errors stand out."""
+    size = max(4.5, 0.45 * len(class_names) + 2)
+    figure, axis = plt.subplots(figsize=(size, size * 0.9))
+    off_diagonal = confusion.astype(float).copy()
+    np.fill_diagonal(off_diagonal, np.nan)
+    axis.imshow(off_diagonal, cmap="Reds")
+    for (row, column), count in np.ndenumerate(confusion):
+        axis.text(column, row, str(count), ha="center", va="center", fontsize=7,
+                  color="#555" if row == column else "black")
+    ticks = range(len(class_names))
+    axis.set_xticks(ticks, class_names, rotation=45, ha="right", fontsize=8)
+    axis.set_yticks(ticks, class_names, fontsize=8)
+    axis.set(xlabel="predicted", ylabel="true", title="Confusion matrix (test set)")
+    figure.tight_layout()
+    return figure
+
+
+def method_figure(explanation, images: np.ndarray, count: int = 16):
+    """A grid of the first `count` maps of one method, for MLflow."""
+    from mnist_xai.attribution import REGISTRY
+
+    signed = REGISTRY[explanation.method].signed if explanation.method in REGISTRY else True
+    shown = min(count, len(explanation.maps))
+    limit = scale_limit(explanation.maps[:shown])
+    columns = min(8, shown)
+    rows = (shown + columns - 1) // columns
+    figure, axes = plt.subplots(rows, columns, figsize=(1.3 * columns, 1.5 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for i in range(shown):
+        axis = axes.flat[i]
+        axis.imshow(overlay_rgb(images[explanation.indices[i]], explanation.maps[i], limit, signed))
+        axis.set_title(f"#{explanation.indices[i]} y={explanation.labels[i]} p={explanation.predictions[i]}",
+                       fontsize=6)
+    figure.suptitle(f"{explanation.method} (scale ±{limit:.3g})", fontsize=9)
+    figure.tight_layout()
+    return figure

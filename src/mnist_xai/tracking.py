@@ -1,0 +1,250 @@
+"""MLflow tracking: one run per stage execution, in one store per repository.
+
+The default store is SQLite at `<repository root>/mlflow.db` (artifacts in
+`<root>/mlruns/`), where the root is `DVC_ROOT` when DVC sets it, so runs of
+`dvc exp run --temp/--queue` (which execute in a copy under .dvc/tmp/exps) land
+in the same store. `MLFLOW_TRACKING_URI` overrides it, e.g. a team server.
+
+Writes to the SQLite store are serialised with a file lock and the database
+runs in WAL mode, so parallel queued experiments never see "database is locked".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mnist_xai.errors import UserError
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before mlflow is imported anywhere
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # fail within seconds, not minutes
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+log = logging.getLogger(__name__)
+
+PREFLIGHT_TIMEOUT_S = 5
+LOCK_TIMEOUT_S = 60
+
+
+class TrackingError(UserError):
+    """The tracking store cannot be reached or written."""
+
+
+def repo_root() -> Path:
+    return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """An exclusive inter-process lock for the SQLite store (a no-op for servers)."""
+    db = _sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TrackingError(f"the MLflow store {db} has been locked by another process for "
+                                        f"{LOCK_TIMEOUT_S} s; wait for it to finish or remove a stale "
+                                        f"{db.name}.lock") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _preflight(uri: str) -> None:
+    """Fail fast, with one line, when a configured tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=PREFLIGHT_TIMEOUT_S) as response:
+            response.read()
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise TrackingError(f"MLflow tracking server {uri} is unreachable ({reason}); start it, fix "
+                            "MLFLOW_TRACKING_URI, or unset it to use the embedded store") from None
+
+
+def git_state() -> dict[str, str]:
+    """Commit and dirtiness of the working tree (empty when not a git repository)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
+
+
+def file_md5(path: str | Path) -> str:
+    """The MD5 of a file's bytes: what DVC 3 records for a file output."""
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dir_md5(path: str | Path) -> str:
+    """DVC 3's hash of a directory: the MD5 of its sorted JSON listing of (relpath, md5), plus '.dir'."""
+    root = Path(path)
+    entries = sorted(
+        ({"md5": file_md5(p), "relpath": p.relative_to(root).as_posix()} for p in root.rglob("*") if p.is_file()),
+        key=lambda entry: entry["relpath"],
+    )
+    return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), item, out)
+    else:
+        out[prefix] = value
+    return out
+
+
+class StageRun:
+    """One MLflow run for one stage execution. Every write takes the store lock."""
+
+    def __init__(self, mlflow_module, uri: str, run_id: str):
+        self._mlflow = mlflow_module
+        self._uri = uri
+        self.run_id = run_id
+
+    def _call(self, function, *args, **kwargs):
+        with store_lock(self._uri):
+            return function(*args, **kwargs)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """All values in one batch call."""
+        self._call(self._mlflow.log_metrics, {k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self._call(self._mlflow.log_params, _flatten("", params, {}))
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self._call(self._mlflow.set_tags, {k: str(v) for k, v in tags.items()})
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self._call(self._mlflow.log_artifact, str(path), artifact_path)
+
+    def log_figure(self, figure, name: str) -> None:
+        self._call(self._mlflow.log_figure, figure, name)
+
+    def log_text(self, text: str, name: str) -> None:
+        self._call(self._mlflow.log_text, text, name)
+
+    def log_dict(self, data: dict, name: str) -> None:
+        self._call(self._mlflow.log_dict, data, name)
+
+    def log_model(self, model, name: str = "model") -> None:
+        """The model in MLflow's "pt2" format (torch.export): loading it runs no pickle, and an input
+        example of batch 2 makes the batch dimension dynamic, so it predicts any batch size."""
+        import mlflow.pytorch
+        import numpy as np
+        import torch
+
+        example = np.zeros((2, 1, 28, 28), dtype=np.float32)
+        self._call(mlflow.pytorch.log_model, model, name=name, serialization_format="pt2", input_example=example,
+                   pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+
+    def log_bytes(self, data: bytes, name: str) -> None:
+        """Log raw bytes as artifact `name` (a path inside the run)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / Path(name).name
+            target.write_bytes(data)
+            parent = str(Path(name).parent)
+            self.log_artifact(target, None if parent == "." else parent)
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, experiment: str, *, params: dict[str, Any] | None = None,
+              tags: dict[str, Any] | None = None) -> Iterator[StageRun]:
+    """Open the store (failing fast when it is unreachable), start a run tagged with the DVC stage,
+    the git state and the given tags, and end it FINISHED or FAILED."""
+    uri = tracking_uri()
+    _preflight(uri)
+    import mlflow  # ~1.3 s: only stages that track pay for it
+
+    mlflow.set_tracking_uri(uri)
+    all_tags = {
+        "dvc_stage": os.environ.get("DVC_STAGE", stage),
+        **git_state(),
+        **({"dvc_exp_name": os.environ["DVC_EXP_NAME"]} if os.environ.get("DVC_EXP_NAME") else {}),
+        **{k: str(v) for k, v in (tags or {}).items()},
+    }
+    try:
+        with store_lock(uri):
+            _prepare_sqlite(uri)
+            experiment_id = _experiment_id(mlflow, experiment, uri)
+            run = mlflow.start_run(experiment_id=experiment_id, run_name=all_tags["dvc_stage"], tags=all_tags)
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - MLflow and SQLAlchemy raise many kinds
+        raise TrackingError(f"cannot write to the MLflow store {uri}: {_one_line(error)}") from None
+    stage_run_ = StageRun(mlflow, uri, run.info.run_id)
+    status = "FAILED"
+    try:
+        if params:
+            stage_run_.log_params(params)
+        yield stage_run_
+        status = "FINISHED"
+    finally:
+        with store_lock(uri):
+            mlflow.end_run(status=status)
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:300]
+
+
+def _prepare_sqlite(uri: str) -> None:
+    """WAL mode lets readers (mlflow ui) and one writer work at once; it persists in the file."""
+    db = _sqlite_path(uri)
+    if db is None or db.exists():
+        return
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+
+
+def _experiment_id(mlflow, name: str, uri: str) -> str:
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifacts = None
+    if _sqlite_path(uri) is not None:
+        artifacts = (repo_root() / "mlruns").as_uri()  # absolute, so every copy writes to the one store
+    return mlflow.create_experiment(name, artifact_location=artifacts)
