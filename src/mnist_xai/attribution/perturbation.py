@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnist_xai.attribution.core import chunks, image_chunks, images_per_chunk, target_scores
+from mnist_xai.attribution.core import chunks, image_chunks, images_per_chunk, is_plain_sequential, target_scores
 from mnist_xai.data import BLACK
 
 
@@ -75,7 +75,7 @@ class LocalRecompute:
 
     @classmethod
     def for_model(cls, model: nn.Module) -> LocalRecompute | None:
-        if not isinstance(model, nn.Sequential):
+        if not is_plain_sequential(model):
             return None
         spatial = []
         for module in model:

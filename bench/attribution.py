@@ -1,0 +1,341 @@
+"""Speed and memory of every attribution method against its best-configured peer.
+
+    python bench/attribution.py                    # all methods, 512 images, 3 repeats, CPU
+    python bench/attribution.py --methods gradcam occlusion --repeats 5
+    python bench/attribution.py --device cuda      # on a GPU machine
+
+Same model (models/model.pt if it exists, else a model trained here for one epoch and kept in
+bench/results/) and the same 512 stratified test images for everyone. Each (method, implementation,
+configuration) runs in its own subprocess with torch threads = 2 (CPU): one warm-up on 64 images,
+then the median of `--repeats` timed runs on all images (more, up to 50, until 2 s are timed);
+`--rounds` such subprocesses, interleaved with the peer's, and the best median counts. The peer is
+tried in several configurations (its own batching knobs, and chunks of images fed by this harness)
+and the fastest is its "best". The practical bound is the number of forward and forward+backward passes a method
+needs per image, divided by the best measured rate of the bare network. Peak RSS added is the
+process's high-water mark minus its RSS before the warm-up.
+
+Prints a table and writes bench/results/attribution.json. Not a test: it prints numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+SIGMA, N_SAMPLES, STEPS, WINDOW, STRIDE = 0.15, 50, 50, 4, 2
+
+# forward passes (f) and forward+backward passes (fb) per image that each method needs
+PASSES = {
+    "saliency": {"fb": 1}, "input_x_gradient": {"fb": 1}, "guided_backprop": {"fb": 1},
+    "smoothgrad": {"fb": N_SAMPLES}, "smoothgrad_sq": {"fb": N_SAMPLES}, "vargrad": {"fb": N_SAMPLES},
+    "integrated_gradients": {"fb": STEPS}, "gradcam": {"fb": 1}, "gradcam_pp": {"fb": 1}, "layercam": {"fb": 1},
+    "guided_gradcam": {"fb": 2}, "scorecam": {"f": 1 + 64}, "occlusion": {"f": 1 + 13 * 13}, "random": {},
+}
+
+# (peer name, list of configurations); "chunk" = images per call made by this harness
+PEERS = {
+    "saliency": ("captum Saliency", [{"chunk": 512}, {"chunk": 128}, {"chunk": 64}]),
+    "input_x_gradient": ("captum InputXGradient", [{"chunk": 512}, {"chunk": 128}, {"chunk": 64}]),
+    "guided_backprop": ("captum GuidedBackprop", [{"chunk": 512}, {"chunk": 128}, {"chunk": 64}]),
+    "guided_gradcam": ("captum GuidedGradCam", [{"chunk": 512}, {"chunk": 128}, {"chunk": 64}]),
+    "smoothgrad": ("captum NoiseTunnel(Saliency)", [
+        {"chunk": 512, "nt_samples_batch_size": 1}, {"chunk": 64, "nt_samples_batch_size": 1},
+        {"chunk": 2, "nt_samples_batch_size": None}]),
+    "integrated_gradients": ("captum IntegratedGradients", [
+        {"chunk": 512, "internal_batch_size": 512}, {"chunk": 64, "internal_batch_size": 64},
+        {"chunk": 2, "internal_batch_size": None}]),
+    "occlusion": ("captum Occlusion", [
+        {"chunk": 512, "perturbations_per_eval": 1}, {"chunk": 64, "perturbations_per_eval": 2},
+        {"chunk": 1, "perturbations_per_eval": 128}]),
+    "gradcam": ("pytorch-grad-cam GradCAM", [{"chunk": 512}, {"chunk": 128}, {"chunk": 64}]),
+    "gradcam_pp": ("pytorch-grad-cam GradCAMPlusPlus", [{"chunk": 512}, {"chunk": 128}, {"chunk": 64}]),
+    "layercam": ("pytorch-grad-cam LayerCAM", [{"chunk": 512}, {"chunk": 128}, {"chunk": 64}]),
+    "scorecam": ("pytorch-grad-cam ScoreCAM", [{"chunk": 512, "batch_size": 16}, {"chunk": 512, "batch_size": 64},
+                                               {"chunk": 512, "batch_size": 128}]),
+}
+SMOOTHGRAD_TYPES = {"smoothgrad": "smoothgrad", "smoothgrad_sq": "smoothgrad_sq", "vargrad": "vargrad"}
+for _name in ("smoothgrad_sq", "vargrad"):
+    PEERS[_name] = (f"captum NoiseTunnel({_name})", PEERS["smoothgrad"][1])
+OUR_PARAMS = {"smoothgrad": {"n_samples": N_SAMPLES, "sigma": SIGMA}, "integrated_gradients": {"steps": STEPS},
+              "scorecam": {"variant": "pytorch_grad_cam"}, "occlusion": {"window": WINDOW, "stride": STRIDE}}
+OUR_PARAMS["smoothgrad_sq"] = OUR_PARAMS["vargrad"] = OUR_PARAMS["smoothgrad"]
+
+
+# ----------------------------------------------------------------------------- worker side
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _load(model_path: Path, n_images: int, device: torch.device):
+    from mnist_xai import data
+    from mnist_xai.model import load_model
+
+    model = load_model(model_path, device)
+    data_dir = RESULTS / "data" / "mnist"
+    if not data_dir.is_dir():
+        data.download("mnist", data_dir)
+    images, labels = data.load_split(data_dir, "test")
+    indices = data.stratified_indices(labels, n_images, seed=0)
+    x = data.normalize(images[indices]).to(device).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        targets = model(x).argmax(1)
+    return model, x, targets
+
+
+def _ours(method: str, model, x, targets, config: dict):
+    from mnist_xai.attribution import attribute
+
+    return attribute(method, model, x, targets, **{**OUR_PARAMS.get(method, {}), **config})
+
+
+def _peer(method: str, model, x, targets, config: dict):
+    """The peer's attribution of x, fed in chunks of config['chunk'] images."""
+    chunk = config["chunk"]
+    outputs = []
+    for start in range(0, len(x), chunk):
+        xs, ts = x[start:start + chunk], targets[start:start + chunk]
+        outputs.append(_peer_call(method, model, xs, ts, config))
+    return torch.cat([torch.as_tensor(o) for o in outputs])
+
+
+def _peer_call(method, model, x, t, config):
+    import captum.attr as ca
+
+    if method == "saliency":
+        return ca.Saliency(model).attribute(x, target=t, abs=True)
+    if method == "input_x_gradient":
+        return ca.InputXGradient(model).attribute(x, target=t)
+    if method == "guided_backprop":
+        return ca.GuidedBackprop(model).attribute(x, target=t)
+    if method == "guided_gradcam":
+        return ca.GuidedGradCam(model, model.relu2).attribute(x, target=t, interpolate_mode="bilinear")
+    if method in SMOOTHGRAD_TYPES:
+        spread = float((x.flatten(1).amax(1) - x.flatten(1).amin(1)).max())
+        return ca.NoiseTunnel(ca.Saliency(model)).attribute(
+            x, nt_type=SMOOTHGRAD_TYPES[method], nt_samples=N_SAMPLES, stdevs=SIGMA * spread, target=t, abs=False,
+            nt_samples_batch_size=config["nt_samples_batch_size"])
+    if method == "integrated_gradients":
+        from mnist_xai.data import BLACK
+
+        return ca.IntegratedGradients(model).attribute(x, baselines=torch.full_like(x, BLACK), target=t,
+                                                       n_steps=STEPS, method="riemann_right",
+                                                       internal_batch_size=config["internal_batch_size"])
+    if method == "occlusion":
+        with torch.no_grad():
+            return ca.Occlusion(model).attribute(x, target=t, sliding_window_shapes=(1, WINDOW, WINDOW),
+                                                 strides=(1, STRIDE, STRIDE), baselines=0.0,
+                                                 perturbations_per_eval=config["perturbations_per_eval"])
+    import pytorch_grad_cam as gc
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    cam_class = {"gradcam": gc.GradCAM, "gradcam_pp": gc.GradCAMPlusPlus, "layercam": gc.LayerCAM,
+                 "scorecam": gc.ScoreCAM}[method]
+    with cam_class(model=model, target_layers=[model.relu2]) as cam:
+        if "batch_size" in config:
+            cam.batch_size = config["batch_size"]
+        return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in t])
+
+
+def _bare_rates(model, x, device) -> dict:
+    """Best images/s of the bare network over batch sizes: forward only, and forward+input-gradient."""
+    def timed(fn, batch):
+        fn(batch)
+        _sync(device)
+        started, count = time.perf_counter(), 0
+        while time.perf_counter() - started < 1.0:
+            fn(batch)
+            count += len(batch)
+        _sync(device)
+        return count / (time.perf_counter() - started)
+
+    def forward(batch):
+        with torch.inference_mode():
+            model(batch)
+
+    def forward_backward(batch):
+        batch = batch.detach().requires_grad_(True)
+        torch.autograd.grad(model(batch)[:, 0].sum(), batch)
+
+    rates = {"forward": {}, "forward_backward": {}}
+    for size in (32, 64, 128, 256, 512):
+        batch = x[:size].contiguous(memory_format=torch.channels_last)
+        rates["forward"][size] = timed(forward, batch)
+        rates["forward_backward"][size] = timed(forward_backward, batch)
+    return {"forward": max(rates["forward"].values()), "forward_backward": max(rates["forward_backward"].values()),
+            "by_batch": rates}
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def worker(args) -> None:
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(2)
+    model, x, targets = _load(Path(args.model), args.n_images, device)
+    if args.worker == "bound":
+        print(json.dumps(_bare_rates(model, x, device)))
+        return
+    config = json.loads(args.config)
+    run = _ours if args.worker == "ours" else _peer
+    baseline_rss = _rss_bytes()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    run(args.method, model, x[:64], targets[:64], {**config, **({"chunk": min(config["chunk"], 64)}
+                                                               if "chunk" in config else {})})  # warm-up
+    times = []
+    while len(times) < args.repeats or (sum(times) < 2.0 and len(times) < 50):  # fast methods: more repeats
+        _sync(device)
+        started = time.perf_counter()
+        maps = run(args.method, model, x, targets, config)
+        _sync(device)
+        times.append(time.perf_counter() - started)
+    peak_added = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline_rss
+    result = {"seconds": statistics.median(times), "times": times, "peak_rss_added_mb": peak_added / 2**20,
+              "images_per_second": len(x) / statistics.median(times), "shape": list(maps.shape)}
+    if device.type == "cuda":
+        result["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    print(json.dumps(result))
+
+
+# ----------------------------------------------------------------------------- driver side
+
+def _spawn(args, kind: str, method: str = "", config: dict | None = None) -> dict:
+    command = [sys.executable, __file__, "--worker", kind, "--method", method, "--config", json.dumps(config or {}),
+               "--model", str(args.model), "--n-images", str(args.n_images), "--repeats", str(args.repeats),
+               "--device", args.device]
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _ensure_model(args) -> Path:
+    default = ROOT / "models" / "model.pt"
+    if args.model:
+        return Path(args.model)
+    if default.is_file():
+        return default
+    path = RESULTS / "model.pt"
+    if not path.is_file():
+        print("no models/model.pt: training one epoch on 6,000 images for the benchmark", flush=True)
+        from mnist_xai import data
+        from mnist_xai.model import MnistCNN
+        from mnist_xai.training import portable_state_dict, train
+
+        data_dir = RESULTS / "data" / "mnist"
+        data.download("mnist", data_dir)
+        images, labels = data.load_split(data_dir, "train")
+        test_images, test_labels = data.load_split(data_dir, "test")
+        subset = np.random.default_rng(0).choice(len(images), 6000, replace=False)
+        torch.manual_seed(0)
+        model = MnistCNN()
+        train(model, images[subset], labels[subset], test_images[:1000], test_labels[:1000], epochs=1,
+              batch_size=64, lr=0.003, weight_decay=1e-4, seed=0, device=torch.device("cpu"))
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        torch.save(portable_state_dict(model), path)
+    return path
+
+
+def _best(rounds: list[dict]) -> dict:
+    valid = [run for run in rounds if "error" not in run]
+    return max(valid, key=lambda run: run["images_per_second"]) if valid else rounds[0]
+
+
+def _bound(passes: dict, rates: dict) -> float | None:
+    seconds = passes.get("f", 0) / rates["forward"] + passes.get("fb", 0) / rates["forward_backward"]
+    return 1 / seconds if seconds else None
+
+
+def driver(args) -> None:
+    from mnist_xai.attribution import METHODS
+
+    args.model = _ensure_model(args)
+    methods = args.methods or list(METHODS)
+    print(f"device {args.device}, {args.n_images} images, best of {args.rounds} rounds of a median of "
+          f"{args.repeats}+ runs, model {args.model}", flush=True)
+    rates = _spawn(args, "bound")
+    print(f"bare network: forward {rates['forward']:.0f} img/s, forward+backward {rates['forward_backward']:.0f} "
+          "img/s (best batch size)", flush=True)
+    rows = []
+    header = (f"{'method':22} {'ours img/s':>11} {'peer img/s':>11} {'ratio':>6} {'bound':>9} {'of bound':>8} "
+              f"{'ours MB':>8} {'peer MB':>8}  peer (best configuration)")
+    print(header, flush=True)
+    for method in methods:
+        peer_name, configs = PEERS.get(method, (None, []))
+        ours_rounds, peer_rounds = [], [[] for _ in configs]
+        for _ in range(args.rounds):  # interleaved, so a slow spell hits both sides
+            ours_rounds.append(_spawn(args, "ours", method))
+            for runs, config in zip(peer_rounds, configs, strict=True):
+                runs.append(_spawn(args, "peer", method, config))
+        ours = _best(ours_rounds)
+        peer_runs = [{**_best(runs), "config": config} for runs, config in zip(peer_rounds, configs, strict=True)]
+        valid = [run for run in peer_runs if "error" not in run]
+        best = max(valid, key=lambda run: run["images_per_second"]) if valid else None
+        bound = _bound(PASSES[method], rates)
+        row = {"method": method, "ours": ours, "peer": peer_name, "peer_best": best, "peer_runs": peer_runs,
+               "bound_images_per_second": bound}
+        if "error" not in ours:
+            row["ratio"] = ours["images_per_second"] / best["images_per_second"] if best else None
+            row["fraction_of_bound"] = ours["images_per_second"] / bound if bound else None
+        rows.append(row)
+        print(_format_row(row), flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    out.write_text(json.dumps({"device": args.device, "n_images": args.n_images, "repeats": args.repeats,
+                               "torch": torch.__version__, "bare_rates": rates, "methods": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+def _format_row(row) -> str:
+    ours, best = row["ours"], row["peer_best"]
+    if "error" in ours:
+        return f"{row['method']:22} error: {ours['error']}"
+    def num(value, spec):
+        return format(value, spec) if value is not None else "-"
+    return (f"{row['method']:22} {ours['images_per_second']:11.0f} "
+            f"{num(best and best['images_per_second'], '11.0f')} {num(row.get('ratio'), '6.2f')} "
+            f"{num(row['bound_images_per_second'], '9.0f')} {num(row.get('fraction_of_bound'), '8.2f')} "
+            f"{ours['peak_rss_added_mb']:8.0f} {num(best and best['peak_rss_added_mb'], '8.0f')}  "
+            f"{row['peer'] or '(no peer)'} {json.dumps(best['config']) if best else ''}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--methods", nargs="*", help="default: all")
+    parser.add_argument("--n-images", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2, help="separate subprocesses per configuration; the best "
+                        "median counts (this 2-core machine's timings wander by 10-20 %%)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--model", default="", help="state_dict to use (default: models/model.pt)")
+    parser.add_argument("--out", default=str(RESULTS / "attribution.json"))
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--method", help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+    else:
+        driver(args)
+
+
+if __name__ == "__main__":
+    main()
