@@ -19,7 +19,7 @@ REPORT = Path("reports/report.html")
 
 
 def main() -> None:
-    p = params.load("base", "train", "explain", "report", "tracking")
+    p = params.load("base", "train", "explain", "quality", "report", "tracking")
     methods = params.configured_methods()
     dataset = data.get_dataset(p.base.dataset)
     images, labels = data.load_split(Path("data") / p.base.dataset, "test")
@@ -42,8 +42,15 @@ def main() -> None:
             history=read_history(Path("plots/train/history.csv")), evaluate_metrics=read_json("metrics/evaluate.json"),
             predictions=predictions, explanations=explanations,
             explain_timing={m: read_json(Path("metrics/timing/explain") / f"{m}.json") for m in methods},
-            params={"base": vars(p.base), "train": vars(p.train), "explain": vars(p.explain), "methods": methods},
+            params={"base": vars(p.base), "train": vars(p.train), "explain": vars(p.explain), "methods": methods,
+                    "quality": vars(p.quality)},
             git=tracking.git_state(), n_samples=p.report.n_samples, n_misclassified=p.report.n_misclassified,
+            quality=read_json("metrics/quality.json"), quality_curves=read_json("plots/quality/curves.json"),
+            quality_randomisation=read_json("plots/quality/randomisation.json"),
+            quality_agreement=read_json("plots/quality/agreement.json"),
+            quality_examples=dict(np.load("quality/randomisation_examples.npz", allow_pickle=False)),
+            quality_timing=read_json("metrics/timing/quality.json"),
+            random_label_metrics=read_json("metrics/train_random_labels.json"),
         )
         html = build_report(inputs)
         atomic_write_text(REPORT, html)

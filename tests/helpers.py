@@ -44,7 +44,7 @@ class PipelineRepo:
         repo = cls(path=path, env={**inherited, **(env or {})})
         repo.env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{repo.env.get('PATH', '')}"
         if params:
-            repo.update_params(params)
+            repo.update_params(params, replace_methods=True)
         repo.git("init", "-q", "-b", "main")
         repo.git("add", "-A")
         repo.git("commit", "-q", "-m", "pipeline under test")
@@ -72,8 +72,12 @@ class PipelineRepo:
     def params(self) -> dict:
         return yaml.safe_load((self.path / "params.yaml").read_text())
 
-    def update_params(self, changes: dict) -> None:
-        (self.path / "params.yaml").write_text(yaml.safe_dump(deep_update(self.params, changes), sort_keys=False))
+    def update_params(self, changes: dict, replace_methods: bool = False) -> None:
+        """Merge `changes` into params.yaml; with replace_methods, explain.methods is replaced, not merged."""
+        params = self.params
+        if replace_methods and "methods" in changes.get("explain", {}):
+            params["explain"]["methods"] = {}
+        (self.path / "params.yaml").write_text(yaml.safe_dump(deep_update(params, changes), sort_keys=False))
 
 
 def ran_stages(output: str) -> list[str]:

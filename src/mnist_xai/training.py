@@ -14,6 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mnist_xai.data import normalize
+from mnist_xai.model import commuted
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,10 @@ def evaluate_batches(model: nn.Module, inputs: torch.Tensor, labels: torch.Tenso
                      ) -> tuple[float, torch.Tensor]:
     """Mean cross-entropy and the predicted class of every input."""
     model.eval()
+    fast = commuted(model)
     total_loss, predictions = 0.0, []
     for start in range(0, len(inputs), batch_size):
-        logits = model(inputs[start:start + batch_size])
+        logits = fast(inputs[start:start + batch_size])
         total_loss += F.cross_entropy(logits, labels[start:start + batch_size], reduction="sum").item()
         predictions.append(logits.argmax(1))
     return total_loss / len(inputs), torch.cat(predictions)
@@ -69,6 +71,7 @@ def train(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray,
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
     shuffle = torch.Generator().manual_seed(seed)
 
+    fast = commuted(model)  # the same function and gradients, with ReLUs on pooled (4x smaller) maps
     history, train_seconds = [], 0.0
     progress = tqdm(total=epochs * steps_per_epoch, desc="train", unit="batch", mininterval=1.0)
     for epoch in range(1, epochs + 1):
@@ -78,7 +81,7 @@ def train(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray,
         loss_sum = correct = 0.0
         for start in range(0, len(x_train), batch_size):
             batch = order[start:start + batch_size]
-            logits = model(x_train[batch])
+            logits = fast(x_train[batch])
             loss = F.cross_entropy(logits, y_train[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,8 +1,8 @@
 import torch
 from torch import nn
 
-from mnist_xai.attribution.core import commuted, input_gradients
-from mnist_xai.model import MnistCNN
+from mnist_xai.attribution.core import input_gradients
+from mnist_xai.model import MnistCNN, commuted
 
 
 def test_commuted_relu_and_pool_give_identical_outputs_and_gradients(trained_model, explain_inputs):

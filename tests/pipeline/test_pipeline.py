@@ -9,6 +9,7 @@ import torch
 
 from mnist_xai.explanation import Explanation
 from mnist_xai.model import load_model
+from tests.conftest import PIPELINE_METHODS
 from tests.helpers import ran_stages
 
 SEED_METHODS = ["saliency", "smoothgrad", "gradcam", "scorecam"]
@@ -16,8 +17,9 @@ SEED_METHODS = ["saliency", "smoothgrad", "gradcam", "scorecam"]
 
 def test_first_repro_runs_every_stage(pipeline):
     ran = ran_stages(pipeline.first_repro.stdout)
-    assert ran[:3] == ["download", "train", "evaluate"] and ran[-1] == "report"
-    assert sorted(ran[3:-1]) == sorted(f"explain@{m}" for m in SEED_METHODS)
+    assert ran[0] == "download" and ran[-1] == "report"
+    assert sorted(ran) == sorted(["download", "train", "evaluate", "train_random_labels", "quality", "report"]
+                                 + [f"explain@{m}" for m in PIPELINE_METHODS])
 
 
 def test_every_output_exists(pipeline):
@@ -26,8 +28,11 @@ def test_every_output_exists(pipeline):
                 "metrics/train.json", "metrics/timing/train.json", "plots/train/history.csv",
                 "metrics/evaluate.json", "plots/evaluate/confusion.json", "predictions/misclassified.json",
                 "reports/report.html", "dvc.lock"]
-    expected += [f"explanations/{m}.npz" for m in SEED_METHODS]
-    expected += [f"metrics/timing/explain/{m}.json" for m in SEED_METHODS]
+    expected += [f"explanations/{m}.npz" for m in PIPELINE_METHODS]
+    expected += [f"metrics/timing/explain/{m}.json" for m in PIPELINE_METHODS]
+    expected += ["models/model_random_labels.pt", "metrics/quality.json", "plots/quality/curves.json",
+                 "plots/quality/randomisation.json", "plots/quality/agreement.json",
+                 "quality/randomisation_examples.npz", "metrics/timing/quality.json"]
     missing = [name for name in expected if not (root / name).is_file()]
     assert not missing
     assert not list(root.rglob("*.tmp")), "an atomic write left a temporary file behind"
@@ -66,7 +71,7 @@ def test_report_holds_one_image_per_method_and_sample(pipeline):
     maps = re.findall(r'<img class="map" data-method="([^"]+)" data-sample="(\d+)"', gallery)
     samples = sorted({sample for _, sample in maps})
     assert len(samples) == pipeline.params["report"]["n_samples"] == 8
-    assert sorted(maps) == sorted((m, s) for m in SEED_METHODS for s in samples)
+    assert sorted(maps) == sorted((m, s) for m in PIPELINE_METHODS for s in samples)
     assert "http://" not in html and "https://" not in html and "<script src" not in html
     for section in ("summary", "training", "evaluation", "gallery", "misclassified", "timing"):
         assert f'<section id="{section}">' in html
@@ -78,14 +83,14 @@ def test_second_repro_runs_nothing(pipeline):
     assert "Data and pipelines are up to date" in result.stdout
 
 
-def test_smoothgrad_param_change_reruns_only_its_explain_stage_and_the_report(pipeline):
+def test_smoothgrad_param_change_reruns_only_its_explain_stage_and_what_reads_it(pipeline):
     original = (pipeline.path / "params.yaml").read_text()
     try:
         pipeline.update_params({"explain": {"methods": {"smoothgrad": {"n_samples": 10}}}})
         status = json.loads(pipeline.dvc("status", "--json").stdout)
-        assert set(status) == {"explain@smoothgrad", "report"}
+        assert set(status) == {"explain@smoothgrad", "quality", "report"}  # scoring follows its maps
         result = pipeline.dvc("repro")
-        assert ran_stages(result.stdout) == ["explain@smoothgrad", "report"]
+        assert ran_stages(result.stdout) == ["explain@smoothgrad", "quality", "report"]
     finally:
         (pipeline.path / "params.yaml").write_text(original)
         restored = pipeline.dvc("repro")  # the run cache brings the previous outputs back

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -92,36 +91,6 @@ def explaining(model: nn.Module):
         for p in frozen:
             p.requires_grad_(True)
         model.train(was_training)
-
-
-def is_plain_sequential(model: nn.Module) -> bool:
-    """An nn.Sequential (or subclass) whose forward is Sequential's own: its children are the whole story."""
-    return isinstance(model, nn.Sequential) and type(model).forward is nn.Sequential.forward
-
-
-def commuted(model: nn.Module, keep: str | None = None) -> nn.Module:
-    """The same network with every ReLU that directly precedes a MaxPool2d moved after it.
-
-    Max and ReLU commute (both are monotone), so the outputs are bit-identical and the input
-    gradients equal (where a max is tied the ReLU zeroes the gradient either way); but the ReLU and
-    its backward pass then touch a quarter of the values: about 20 % faster gradients on CPU. The
-    modules are shared, not copied, so hooks on them (Guided Backprop) still apply. `keep` names a
-    layer whose own output must stay as it is (a CAM layer).
-    """
-    if not is_plain_sequential(model):
-        return model
-    children = list(model.named_children())
-    reordered, i = [], 0
-    while i < len(children):
-        (name, module), following = children[i], children[i + 1] if i + 1 < len(children) else None
-        if (isinstance(module, nn.ReLU) and following is not None and isinstance(following[1], nn.MaxPool2d)
-                and keep not in (name, following[0])):
-            reordered += [following, (name, module)]
-            i += 2
-        else:
-            reordered.append((name, module))
-            i += 1
-    return model if reordered == children else nn.Sequential(OrderedDict(reordered))
 
 
 def uses_channels_last(model: nn.Module) -> bool:

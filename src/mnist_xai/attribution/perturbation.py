@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnist_xai.attribution.core import chunks, image_chunks, images_per_chunk, is_plain_sequential, target_scores
+from mnist_xai.attribution.core import chunks, image_chunks, images_per_chunk, target_scores
 from mnist_xai.data import BLACK
+from mnist_xai.model import is_plain_sequential
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:

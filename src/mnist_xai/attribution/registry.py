@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from mnist_xai.attribution import cam, gradients, perturbation
-from mnist_xai.attribution.core import commuted, explaining, layer_name, progress_bar, uses_channels_last
+from mnist_xai.attribution.core import explaining, layer_name, progress_bar, uses_channels_last
 from mnist_xai.errors import ParamError
+from mnist_xai.model import commuted
 from mnist_xai.params import Param
 
 SCORE = Param("logit", "the explained score: the target class's logit, or its softmax probability",

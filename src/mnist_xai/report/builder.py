@@ -19,6 +19,7 @@ import numpy as np
 from mnist_xai.attribution import REGISTRY
 from mnist_xai.evaluation import confusion_matrix
 from mnist_xai.explanation import Explanation
+from mnist_xai.quality import rank_methods
 from mnist_xai.report import figures
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,13 @@ class ReportInputs:
     git: dict[str, str] = field(default_factory=dict)
     n_samples: int = 8
     n_misclassified: int = 6
+    quality: dict | None = None  # metrics/quality.json: {"threshold", "methods": {method: {metric: value}}}
+    quality_curves: list[dict] = field(default_factory=list)  # plots/quality/curves.json
+    quality_randomisation: list[dict] = field(default_factory=list)  # plots/quality/randomisation.json
+    quality_agreement: list[dict] = field(default_factory=list)  # plots/quality/agreement.json
+    quality_examples: dict[str, np.ndarray] = field(default_factory=dict)  # quality/randomisation_examples.npz
+    quality_timing: dict = field(default_factory=dict)
+    random_label_metrics: dict = field(default_factory=dict)
 
 
 def read_history(path: Path) -> list[dict]:
@@ -104,6 +112,71 @@ def _map_cells(inputs: ReportInputs, rows: list[int]) -> tuple[list[dict], list[
     return samples, methods
 
 
+QUALITY_COLUMNS = [  # key, heading, better, digits
+    ("deletion_auc", "Deletion AUC", "lower", 3),
+    ("insertion_auc", "Insertion AUC", "higher", 3),
+    ("faithfulness_gap", "Insertion − deletion", "higher", 3),
+    ("model_randomisation_rho", "Model randomisation ρ", "lower", 2),
+    ("data_randomisation_rho", "Data randomisation ρ", "lower", 2),
+    ("max_sensitivity", "Max-sensitivity", "lower", 3),
+    ("sparseness", "Sparseness (Gini)", "higher", 3),
+]
+
+
+def _quality_context(inputs: ReportInputs) -> dict[str, Any]:
+    """The quality sections: table, ranking, curves, randomisation examples, agreement."""
+    if not inputs.quality:
+        return {"quality": None}
+    summaries, threshold = inputs.quality["methods"], inputs.quality["threshold"]
+    ranking = rank_methods(summaries, threshold)
+    verdicts = {row["method"]: row for row in ranking}
+    table = []
+    for method, values in summaries.items():
+        verdict = verdicts.get(method, {"verdict": "control", "rank": None})
+        table.append({"method": method, "values": values, "verdict": verdict["verdict"], "rank": verdict["rank"],
+                      "seconds_per_image": inputs.explain_timing.get(method, {}).get("seconds_per_image")})
+    names = list(dict.fromkeys(row["a"] for row in inputs.quality_agreement))
+    matrix = np.array([[row["rho"] for row in inputs.quality_agreement if row["a"] == a] for a in names])
+    return {
+        "quality": True,
+        "threshold": threshold,
+        "quality_columns": QUALITY_COLUMNS,
+        "quality_table": table,
+        "ranking": ranking,
+        "faithfulness_figure": figures.data_uri(figures.figure_png(figures.faithfulness_figure(inputs.quality_curves))),
+        "randomisation_figure": figures.data_uri(figures.figure_png(
+            figures.randomisation_figure(inputs.quality_randomisation, threshold))),
+        "agreement_figure": figures.data_uri(figures.figure_png(figures.agreement_figure(names, matrix)))
+        if names else None,
+        "randomisation_examples": _randomisation_examples(inputs),
+        "quality_timing": inputs.quality_timing,
+        "random_label_metrics": inputs.random_label_metrics,
+    }
+
+
+def _randomisation_examples(inputs: ReportInputs) -> dict[str, Any] | None:
+    """Maps of one test image as the model's layers are randomised: a row per method, a column per step."""
+    examples = inputs.quality_examples
+    if not examples or "indices" not in examples or not len(examples["indices"]):
+        return None
+    index = int(examples["indices"][0])
+    image = inputs.test_images[index]
+    layers = [str(layer) for layer in examples["layers"]]
+    steps = ["trained"] + [f"+{layer}" for layer in layers]
+    rows = []
+    for method in (str(m) for m in examples["methods"]):
+        maps = examples[f"maps_{method}"][:, 0]  # [steps, H, W] for the first example image
+        signed = REGISTRY[method].signed if method in REGISTRY else True
+        limit = figures.scale_limit(maps)
+        cells = [{"src": figures.data_uri(figures.png_bytes(figures.overlay_rgb(image, step_map, limit, signed))),
+                  "alt": f"{method} map of test image #{index} with {step} randomised"}
+                 for step_map, step in zip(maps, steps, strict=True)]
+        rows.append({"method": method, "cells": cells})
+    return {"index": index, "steps": steps, "rows": rows,
+            "digit": figures.data_uri(figures.digit_png(image)),
+            "label": inputs.class_names[int(inputs.test_labels[index])]}
+
+
 def build_context(inputs: ReportInputs) -> dict[str, Any]:
     if not inputs.explanations:
         raise ValueError("the report needs at least one explanation")
@@ -145,6 +218,7 @@ def build_context(inputs: ReportInputs) -> dict[str, Any]:
         "wrong": wrong,
         "timing": timing,
         "method_info": method_info,
+        **_quality_context(inputs),
     }
 
 

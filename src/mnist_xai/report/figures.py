@@ -135,3 +135,78 @@ def method_figure(explanation, images: np.ndarray, count: int = 16):
     figure.suptitle(f"{explanation.method} (scale ±{limit:.3g})", fontsize=9)
     figure.tight_layout()
     return figure
+
+
+def _method_colours(methods: list[str]) -> dict[str, tuple]:
+    palette = matplotlib.colormaps["tab20"]
+    colours, index = {}, 0
+    for method in methods:
+        if method == "random":
+            colours[method] = (0, 0, 0, 1)
+        else:
+            colours[method] = palette(index % 20)
+            index += 1
+    return colours
+
+
+def faithfulness_figure(curves: list[dict]):
+    """Deletion and insertion curves: mean probability of the predicted class per method, with a band of
+    one standard deviation for the random control."""
+    methods = list(dict.fromkeys(row["method"] for row in curves))
+    colours = _method_colours(methods)
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    for axis, name in zip(axes, ("deletion", "insertion"), strict=True):
+        for method in methods:
+            rows = [row for row in curves if row["method"] == method and row["curve"] == name]
+            x = [row["fraction"] for row in rows]
+            y = np.array([row["mean"] for row in rows])
+            control = method == "random"
+            axis.plot(x, y, "--" if control else "-", color=colours[method], lw=2 if control else 1.3, label=method)
+            if control:
+                spread = np.array([row["std"] for row in rows])
+                axis.fill_between(x, y - spread, y + spread, color="0.5", alpha=0.15, lw=0)
+        axis.set(xlabel=f"fraction of pixels {'removed' if name == 'deletion' else 'inserted'}",
+                 title=f"{name.capitalize()} ({'lower' if name == 'deletion' else 'higher'} area is better)")
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("probability of the predicted class")
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    figure.tight_layout()
+    return figure
+
+
+def randomisation_figure(records: list[dict], threshold: float):
+    """Spearman rho of |map| against the trained model's as layers are randomised from the top."""
+    methods = list(dict.fromkeys(row["method"] for row in records))
+    colours = _method_colours(methods)
+    figure, axis = plt.subplots(figsize=(7.5, 3.6))
+    labels = []
+    for method in methods:
+        rows = sorted((row for row in records if row["method"] == method), key=lambda row: row["step"])
+        labels = [row["randomised"].split("+")[-1] if row["step"] else "none" for row in rows]
+        control = method == "random"
+        axis.plot(range(len(rows)), [row["rho"] for row in rows], "--o" if control else "-o", ms=3,
+                  color=colours[method], lw=2 if control else 1.3, label=method)
+    axis.axhline(threshold, color="firebrick", lw=1, ls=":", label=f"threshold {threshold:g}")
+    axis.set_xticks(range(len(labels)), ["trained"] + [f"+{name}" for name in labels[1:]])
+    axis.set(xlabel="layers re-initialised (cascading, from the top)", ylabel="Spearman rho of |map|",
+             title="Model-parameter randomisation")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    figure.tight_layout()
+    return figure
+
+
+def agreement_figure(methods: list[str], matrix: np.ndarray):
+    """Mean Spearman rho of |map| between every pair of methods."""
+    size = 0.42 * len(methods) + 2.2
+    figure, axis = plt.subplots(figsize=(size + 1, size))
+    image = axis.imshow(matrix, cmap="viridis", vmin=min(0.0, float(matrix.min())), vmax=1)
+    for (row, column), value in np.ndenumerate(matrix):
+        axis.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=6,
+                  color="white" if value < 0.6 else "black")
+    axis.set_xticks(range(len(methods)), methods, rotation=60, ha="right", fontsize=7)
+    axis.set_yticks(range(len(methods)), methods, fontsize=7)
+    axis.set_title("Method agreement (mean Spearman rho of |map|)", fontsize=9)
+    figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
+    figure.tight_layout()
+    return figure

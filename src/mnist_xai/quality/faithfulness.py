@@ -1,0 +1,74 @@
+"""Faithfulness: deletion and insertion curves (Petsiuk et al. 2018, RISE)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from mnist_xai.attribution.gradients import gaussian_blur
+from mnist_xai.data import BLACK
+from mnist_xai.model import commuted
+
+
+@dataclass
+class Curves:
+    fractions: np.ndarray  # [K] fraction of pixels removed / inserted, 0..1
+    deletion: np.ndarray  # [n, K] probability of the clean prediction as pixels are removed
+    insertion: np.ndarray  # [n, K] ... as pixels are inserted into the start image
+
+    @property
+    def deletion_auc(self) -> np.ndarray:
+        return auc(self.fractions, self.deletion)
+
+    @property
+    def insertion_auc(self) -> np.ndarray:
+        return auc(self.fractions, self.insertion)
+
+
+def auc(fractions: np.ndarray, curves: np.ndarray) -> np.ndarray:
+    """Trapezoid rule over [0, 1]; scores are probabilities, so the area is in [0, 1]."""
+    return ((curves[:, 1:] + curves[:, :-1]) / 2 * np.diff(fractions)).sum(axis=1)
+
+
+def relevance_order(maps: np.ndarray, seed: int) -> np.ndarray:
+    """Pixel indices of each map, most relevant (largest attribution) first; equal values in a seeded random
+    order, so the all-zero background of a CAM or saliency map is not removed top-left first."""
+    rng = np.random.default_rng(seed)
+    flat = maps.reshape(len(maps), -1)
+    tiebreak = np.stack([rng.permutation(flat.shape[1]) for _ in range(len(flat))])
+    return np.stack([np.lexsort((tie, -row)) for row, tie in zip(flat, tiebreak, strict=True)])
+
+
+@torch.inference_mode()
+def deletion_insertion(model: nn.Module, x: torch.Tensor, maps: np.ndarray, classes: torch.Tensor, *, step: int,
+                       insertion_start: str, blur_sigma: float, seed: int, batch_size: int = 256) -> Curves:
+    """Remove (deletion: set to black, the normalised pixel 0) or insert (into a blurred or black start image)
+    `step` pixels at a time in relevance order, scoring the softmax probability of `classes` (the class
+    predicted on the clean image) after each step."""
+    model = commuted(model)
+    n, pixels = len(x), x.shape[-1] * x.shape[-2]
+    steps = int(np.ceil(pixels / step))
+    counts = torch.tensor([min(k * step, pixels) for k in range(steps + 1)], device=x.device)
+    order = torch.as_tensor(relevance_order(maps, seed), device=x.device)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(pixels, device=x.device).expand(n, -1))  # rank[i, p]: p's position
+    flat = x.reshape(n, -1)
+    start = (gaussian_blur(x, blur_sigma) if insertion_start == "blur" else torch.full_like(x, BLACK)).reshape(n, -1)
+    curves = {}
+    for name in ("deletion", "insertion"):
+        scores = torch.empty(n, steps + 1, device=x.device)
+        for first in range(0, n, max(1, batch_size // (steps + 1))):
+            rows = slice(first, min(n, first + max(1, batch_size // (steps + 1))))
+            changed = rank[rows, None, :] < counts[None, :, None]  # [r, K, pixels]: touched by step k
+            if name == "deletion":
+                images = torch.where(changed, torch.tensor(BLACK, device=x.device), flat[rows, None, :])
+            else:
+                images = torch.where(changed, flat[rows, None, :], start[rows, None, :])
+            logits = model(images.reshape(-1, *x.shape[1:]))
+            probabilities = logits.softmax(dim=1).view(-1, steps + 1, logits.shape[1])
+            scores[rows] = probabilities.gather(2, classes[rows, None, None].expand(-1, steps + 1, 1)).squeeze(2)
+        curves[name] = scores.cpu().numpy()
+    return Curves(fractions=(counts.float() / pixels).cpu().numpy(), **curves)

@@ -1,0 +1,39 @@
+"""Rank statistics shared by the quality metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of each row, ties sharing their average rank (what Spearman's rho needs)."""
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(values, axis=1, kind="stable")
+    ranks = np.empty_like(values)
+    for row, (row_values, row_order) in enumerate(zip(values, order, strict=True)):
+        sorted_values = row_values[row_order]
+        starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+        stops = np.r_[starts[1:], len(sorted_values)]
+        average = (starts + stops + 1) / 2.0  # ranks start..stop-1 (1-based) share their mean
+        ranks[row, row_order] = np.repeat(average, stops - starts)
+    return ranks
+
+
+def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman's rho between matching rows of a and b [n, d].
+
+    A constant row has no ranking, so it shares none with the other: rho = 0 (not NaN). A CAM method
+    whose maps collapse to all zeros on a randomised model therefore counts as uncorrelated.
+    """
+    ranks_a = average_ranks(a.reshape(len(a), -1))
+    ranks_b = average_ranks(b.reshape(len(b), -1))
+    ranks_a -= ranks_a.mean(axis=1, keepdims=True)
+    ranks_b -= ranks_b.mean(axis=1, keepdims=True)
+    denominator = np.sqrt((ranks_a ** 2).sum(axis=1) * (ranks_b ** 2).sum(axis=1))
+    numerator = (ranks_a * ranks_b).sum(axis=1)
+    return np.divide(numerator, denominator, out=np.zeros(len(a)), where=denominator > 0)
+
+
+def constant_rows(a: np.ndarray) -> np.ndarray:
+    flat = a.reshape(len(a), -1)
+    return flat.max(axis=1) == flat.min(axis=1)
