@@ -4,13 +4,8 @@ and the indices of the misclassified test images (which the explain stages alway
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from mnist_xai import data, params, stage, tracking
-from mnist_xai.evaluation import classification_metrics, predict
 from mnist_xai.io import atomic_write_json
-from mnist_xai.model import load_model
-from mnist_xai.training import resolve_device
 
 log = logging.getLogger("evaluate")
 
@@ -22,6 +17,13 @@ MISCLASSIFIED = Path("predictions/misclassified.json")
 
 def main() -> None:
     p = params.load("base", "tracking")
+    # imported after the params are checked, so a bad value fails in a fraction of a second
+    import numpy as np
+
+    from mnist_xai.evaluation import classification_metrics, predict
+    from mnist_xai.model import load_model
+    from mnist_xai.training import resolve_device
+
     device = resolve_device(p.base.device)
     dataset = data.get_dataset(p.base.dataset)
     data_dir = Path("data") / p.base.dataset

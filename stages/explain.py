@@ -8,11 +8,7 @@ from pathlib import Path
 
 from mnist_xai import data, params, stage, tracking
 from mnist_xai.errors import UserError
-from mnist_xai.explanation import explain
 from mnist_xai.io import atomic_write_json
-from mnist_xai.model import load_model
-from mnist_xai.report.figures import method_figure
-from mnist_xai.training import resolve_device
 
 log = logging.getLogger("explain")
 
@@ -26,6 +22,12 @@ def main() -> None:
     method = sys.argv[1]
     p = params.load("base", "explain", "tracking")
     method_params = params.method_params(method)
+    # imported after the params are checked, so a bad value fails in a fraction of a second
+    from mnist_xai.explanation import explain
+    from mnist_xai.model import load_model
+    from mnist_xai.report.figures import method_figure
+    from mnist_xai.training import resolve_device
+
     device = resolve_device(p.base.device)
     data_dir = Path("data") / p.base.dataset
     images, labels = data.load_split(data_dir, "test")

@@ -4,16 +4,9 @@ complexity, agreement). Its own stage, so changing a quality param never recompu
 import logging
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from mnist_xai import data, params, stage, tracking
 from mnist_xai.errors import UserError
-from mnist_xai.explanation import Explanation
 from mnist_xai.io import atomic_write_json, atomic_write_npz
-from mnist_xai.model import load_model
-from mnist_xai.quality import QualitySettings, score_methods
-from mnist_xai.training import resolve_device
 
 log = logging.getLogger("quality")
 
@@ -31,6 +24,15 @@ def main() -> None:
     p = params.load("base", "explain", "quality", "tracking")
     methods = params.configured_methods()
     method_params = {method: params.method_params(method) for method in methods}
+    # imported after the params are checked, so a bad value fails in a fraction of a second
+    import numpy as np
+    import torch
+
+    from mnist_xai.explanation import Explanation
+    from mnist_xai.model import load_model
+    from mnist_xai.quality import QualitySettings, score_methods
+    from mnist_xai.training import resolve_device
+
     device = resolve_device(p.base.device)
     model = load_model(MODEL, device)
     random_model = load_model(RANDOM_MODEL, device)

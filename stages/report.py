@@ -4,14 +4,9 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
-
 from mnist_xai import data, params, stage, tracking
 from mnist_xai.errors import UserError
-from mnist_xai.explanation import Explanation
 from mnist_xai.io import atomic_write_text
-from mnist_xai.report import ReportInputs, build_report
-from mnist_xai.report.builder import read_history, read_json
 
 log = logging.getLogger("report")
 
@@ -21,6 +16,13 @@ REPORT = Path("reports/report.html")
 def main() -> None:
     p = params.load("base", "train", "explain", "quality", "report", "tracking")
     methods = params.configured_methods()
+    # imported after the params are checked, so a bad value fails in a fraction of a second
+    import numpy as np
+
+    from mnist_xai.explanation import Explanation
+    from mnist_xai.report import ReportInputs, build_report
+    from mnist_xai.report.builder import read_history, read_json
+
     dataset = data.get_dataset(p.base.dataset)
     images, labels = data.load_split(Path("data") / p.base.dataset, "test")
     explanations = {}
@@ -29,13 +31,17 @@ def main() -> None:
         if not path.is_file():
             raise UserError(f"{path} is missing: run its stage first (dvc repro explain@{method})")
         explanations[method] = Explanation.load(path, method)
+    baseline = _baseline(p.report.baseline)
     confusion_rows = read_json("plots/evaluate/confusion.json")
     index = {name: i for i, name in enumerate(dataset.class_names)}
     predictions = np.array([index[row["predicted"]] for row in confusion_rows], dtype=np.int64)
 
     started = time.perf_counter()
-    with tracking.stage_run("report", p.tracking.experiment, tags={"model_md5": tracking.file_md5("models/model.pt")}
+    model_md5 = tracking.file_md5("models/model.pt")
+    data_md5 = tracking.dir_md5(Path("data") / p.base.dataset)
+    with tracking.stage_run("report", p.tracking.experiment, tags={"model_md5": model_md5, "data_md5": data_md5}
                             ) as run:
+        provenance = _provenance(run, methods)
         inputs = ReportInputs(
             dataset=p.base.dataset, class_names=list(dataset.class_names), test_images=images, test_labels=labels,
             train_metrics=read_json("metrics/train.json"), train_timing=read_json("metrics/timing/train.json"),
@@ -51,6 +57,9 @@ def main() -> None:
             quality_examples=dict(np.load("quality/randomisation_examples.npz", allow_pickle=False)),
             quality_timing=read_json("metrics/timing/quality.json"),
             random_label_metrics=read_json("metrics/train_random_labels.json"),
+            provenance={"model_md5": model_md5, "data_md5": data_md5, "tracking_uri": tracking.display_uri(),
+                        "experiment": p.tracking.experiment, "report_run_id": run.run_id, "runs": provenance},
+            baseline=baseline,
         )
         html = build_report(inputs)
         atomic_write_text(REPORT, html)
@@ -58,6 +67,34 @@ def main() -> None:
         run.log_metrics({"report_bytes": len(html.encode()), "report_seconds": seconds})
         run.log_artifact(REPORT)
     log.info("wrote %s (%.1f kB) in %.1f s", REPORT, len(html.encode()) / 1024, seconds)
+
+
+def _baseline(rev: str) -> dict | None:
+    """The metrics of git revision (or DVC experiment) `rev`, read through DVC from its cache."""
+    if rev == "none":
+        return None
+    import dvc.api
+
+    try:
+        return {"rev": rev, "evaluate": dvc.api.metrics_show("metrics/evaluate.json", rev=rev),
+                "quality": dvc.api.metrics_show("metrics/quality.json", rev=rev)}
+    except Exception as error:  # noqa: BLE001 - DVC raises many kinds; all mean "cannot read that baseline"
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise UserError(f"report.baseline={rev!r}: cannot read its metrics ({detail}); give a commit, tag, branch "
+                        "or experiment whose outputs are in the DVC cache (dvc fetch), or none") from None
+
+
+def _provenance(run, methods) -> list[dict]:
+    """For each file the report shows, the MLflow run that wrote it (matched by the file's MD5)."""
+    outputs = [("train", "models/model.pt"), ("evaluate", "metrics/evaluate.json"),
+               ("train_random_labels", "models/model_random_labels.pt"), ("quality", "metrics/quality.json")]
+    outputs[2:2] = [(f"explain@{m}", f"explanations/{m}.npz") for m in methods]
+    rows = []
+    for stage_name, path in outputs:
+        md5 = tracking.file_md5(path)
+        found = run.find_runs(f"tags.output_md5 = '{md5}' and attributes.status = 'FINISHED'")
+        rows.append({"stage": stage_name, "file": path, "md5": md5, "run_id": found[0].info.run_id if found else None})
+    return rows
 
 
 if __name__ == "__main__":

@@ -5,12 +5,8 @@ import io
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from mnist_xai import data, params, stage, tracking
 from mnist_xai.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from mnist_xai.model import MnistCNN
-from mnist_xai.training import portable_state_dict, resolve_device, train
 
 log = logging.getLogger("train")
 
@@ -22,6 +18,13 @@ HISTORY = Path("plots/train/history.csv")
 
 def main() -> None:
     p = params.load("base", "train", "tracking")
+    # imported after the params are checked, so a bad value fails in a fraction of a second
+    import numpy as np
+    import torch
+
+    from mnist_xai.model import MnistCNN
+    from mnist_xai.training import portable_state_dict, resolve_device, train
+
     device = resolve_device(p.base.device)
     data_dir = Path("data") / p.base.dataset
     train_images, train_labels = data.load_split(data_dir, "train")
@@ -29,8 +32,6 @@ def main() -> None:
     if p.train.n_images and p.train.n_images < len(train_images):
         subset = np.sort(np.random.default_rng(p.base.seed).choice(len(train_images), p.train.n_images, replace=False))
         train_images, train_labels = train_images[subset], train_labels[subset]
-
-    import torch
 
     torch.manual_seed(p.base.seed)
     model = MnistCNN(p.train.channels1, p.train.channels2, p.train.hidden, p.train.dropout)
@@ -55,7 +56,8 @@ def main() -> None:
         atomic_write_text(HISTORY, _csv(result.history))
         run.log_metrics({"final_test_accuracy": final["test_accuracy"], "train_seconds": result.train_seconds})
         run.set_tags({"model_md5": tracking.file_md5(MODEL), "output_md5": tracking.file_md5(MODEL)})
-        run.log_model(model.cpu().eval())
+        run.log_model(model.cpu().eval(), registered_model_name=p.tracking.model_name if p.tracking.register_model
+                      else None)
     log.info("test accuracy %.4f after %.1f s of training", final["test_accuracy"], result.train_seconds)
 
 

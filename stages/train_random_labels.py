@@ -6,12 +6,8 @@ import io
 import logging
 from pathlib import Path
 
-import numpy as np
-
-from mnist_xai import data, params, stage
+from mnist_xai import data, params, stage, tracking
 from mnist_xai.io import atomic_write_bytes, atomic_write_json
-from mnist_xai.model import MnistCNN
-from mnist_xai.training import portable_state_dict, resolve_device, train
 
 log = logging.getLogger("train_random_labels")
 
@@ -20,7 +16,14 @@ METRICS = Path("metrics/train_random_labels.json")
 
 
 def main() -> None:
-    p = params.load("base", "train", "quality")
+    p = params.load("base", "train", "quality", "tracking")
+    # imported after the params are checked, so a bad value fails in a fraction of a second
+    import numpy as np
+    import torch
+
+    from mnist_xai.model import MnistCNN
+    from mnist_xai.training import portable_state_dict, resolve_device, train
+
     device = resolve_device(p.base.device)
     data_dir = Path("data") / p.base.dataset
     images, labels = data.load_split(data_dir, "train")
@@ -29,21 +32,25 @@ def main() -> None:
     subset = np.sort(rng.choice(len(images), min(p.quality.random_label_images, len(images)), replace=False))
     permuted = rng.permutation(labels[subset])  # the labels no longer say anything about the images
 
-    import torch
-
     torch.manual_seed(p.base.seed + 1)
     model = MnistCNN(p.train.channels1, p.train.channels2, p.train.hidden, p.train.dropout)
-    result = train(model, images[subset], permuted, test_images[:1000], test_labels[:1000],  # a glance is enough
-                   epochs=p.quality.random_label_epochs,
-                   batch_size=p.train.batch_size, lr=p.train.lr, weight_decay=p.train.weight_decay,
-                   seed=p.base.seed + 1, device=device)
-    buffer = io.BytesIO()
-    torch.save(portable_state_dict(model), buffer)
-    atomic_write_bytes(MODEL, buffer.getvalue())
-    final = result.history[-1]
-    atomic_write_json(METRICS, {"train_accuracy_on_permuted_labels": final["train_accuracy"],
-                                "test_accuracy": final["test_accuracy"], "n_images": int(len(subset)),
-                                "epochs": p.quality.random_label_epochs})
+    with tracking.stage_run("train_random_labels", p.tracking.experiment,
+                            params={"quality.random_label_images": p.quality.random_label_images,
+                                    "quality.random_label_epochs": p.quality.random_label_epochs},
+                            tags={"data_md5": tracking.dir_md5(data_dir)}) as run:
+        result = train(model, images[subset], permuted, test_images[:1000], test_labels[:1000],  # a glance is enough
+                       epochs=p.quality.random_label_epochs, batch_size=p.train.batch_size, lr=p.train.lr,
+                       weight_decay=p.train.weight_decay, seed=p.base.seed + 1, device=device,
+                       on_epoch=lambda row: run.log_metrics({k: v for k, v in row.items() if k != "epoch"},
+                                                            step=row["epoch"]))
+        buffer = io.BytesIO()
+        torch.save(portable_state_dict(model), buffer)
+        atomic_write_bytes(MODEL, buffer.getvalue())
+        final = result.history[-1]
+        atomic_write_json(METRICS, {"train_accuracy_on_permuted_labels": final["train_accuracy"],
+                                    "test_accuracy": final["test_accuracy"], "n_images": int(len(subset)),
+                                    "epochs": p.quality.random_label_epochs})
+        run.set_tags({"output_md5": tracking.file_md5(MODEL)})
     log.info("random-label model: %.1f %% of its permuted training labels fitted, %.1f %% test accuracy",
              100 * final["train_accuracy"], 100 * final["test_accuracy"])
 

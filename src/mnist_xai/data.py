@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from mnist_xai.errors import UserError
 from mnist_xai.io import atomic_write_bytes
@@ -204,8 +203,10 @@ def load_split(data_dir: str | Path, split: str) -> tuple[np.ndarray, np.ndarray
     return images, labels.astype(np.int64)
 
 
-def normalize(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 images [N, 28, 28] -> the model's float32 input [N, 1, 28, 28]."""
+def normalize(images):
+    """uint8 images [N, 28, 28] (array or tensor) -> the model's float32 input tensor [N, 1, 28, 28]."""
+    import torch  # here, so that importing this module (params checks, downloads) stays fast
+
     images = torch.as_tensor(images)
     return ((images.float() / 255.0 - MEAN) / STD).unsqueeze(1)
 

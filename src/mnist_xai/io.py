@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -18,12 +19,14 @@ import numpy as np
 def atomic_file(path: str | Path, mode: str = "wb"):
     """Open a temporary file beside `path`; on success fsync it and os.replace it onto `path`.
 
-    On any error (or a kill before the replace) the destination is untouched and
-    the temporary file is removed (or, after SIGKILL, left with a `.tmp` suffix
-    that no reader looks at).
+    On any error the destination is untouched and the temporary file removed. A
+    SIGKILL cannot be caught: it leaves the destination untouched and an orphaned
+    `.<name>.*.tmp`, which the next write of the same file clears away.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for orphan in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a killed writer
+        orphan.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode) as handle:

@@ -105,9 +105,13 @@ SECTIONS: dict[str, dict[str, Param]] = {
     "report": {
         "n_samples": Param(8, "sample images in the method gallery", positive=True, maximum=100),
         "n_misclassified": Param(6, "misclassified images explained by every method", minimum=0, maximum=100),
+        "baseline": Param("none", "a git revision (commit, tag, branch, experiment) whose metrics the report "
+                          "compares with; none for no comparison"),
     },
     "tracking": {
         "experiment": Param("mnist-xai", "MLflow experiment name"),
+        "register_model": Param(True, "register each trained model as a new version in the MLflow model registry"),
+        "model_name": Param("mnist-xai-cnn", "registered model name"),
     },
 }
 NESTED = {"explain": "methods"}  # section -> key holding a mapping validated elsewhere

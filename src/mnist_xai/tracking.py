@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -48,6 +49,11 @@ def repo_root() -> Path:
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def display_uri() -> str:
+    """The tracking URI as it is safe to show (no password)."""
+    return _safe_uri(tracking_uri())
 
 
 def _sqlite_path(uri: str) -> Path | None:
@@ -134,16 +140,22 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
 
 
 class StageRun:
-    """One MLflow run for one stage execution. Every write takes the store lock."""
+    """One MLflow run for one stage execution. Every write takes the store lock and is timed."""
 
-    def __init__(self, mlflow_module, uri: str, run_id: str):
+    def __init__(self, mlflow_module, uri: str, run_id: str, experiment_id: str, seconds: float):
         self._mlflow = mlflow_module
         self._uri = uri
         self.run_id = run_id
+        self.experiment_id = experiment_id
+        self.seconds = seconds  # time spent on MLflow so far (import and store start-up included)
 
     def _call(self, function, *args, **kwargs):
-        with store_lock(self._uri):
-            return function(*args, **kwargs)
+        started = time.perf_counter()
+        try:
+            with store_lock(self._uri):
+                return function(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - started
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         """All values in one batch call."""
@@ -167,16 +179,23 @@ class StageRun:
     def log_dict(self, data: dict, name: str) -> None:
         self._call(self._mlflow.log_dict, data, name)
 
-    def log_model(self, model, name: str = "model") -> None:
+    def log_model(self, model, name: str = "model", registered_model_name: str | None = None):
         """The model in MLflow's "pt2" format (torch.export): loading it runs no pickle, and an input
-        example of batch 2 makes the batch dimension dynamic, so it predicts any batch size."""
+        example of batch 2 makes the batch dimension dynamic, so it predicts any batch size. With
+        `registered_model_name`, a new version of that registered model."""
         import mlflow.pytorch
         import numpy as np
         import torch
 
         example = np.zeros((2, 1, 28, 28), dtype=np.float32)
-        self._call(mlflow.pytorch.log_model, model, name=name, serialization_format="pt2", input_example=example,
-                   pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        return self._call(mlflow.pytorch.log_model, model, name=name, serialization_format="pt2",
+                          input_example=example, registered_model_name=registered_model_name,
+                          pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+
+    def find_runs(self, filter_string: str) -> list:
+        """Runs of this run's experiment matching an MLflow filter, newest first."""
+        return self._call(self._mlflow.search_runs, experiment_ids=[self.experiment_id], filter_string=filter_string,
+                          order_by=["attributes.start_time DESC"], output_format="list")
 
     def log_bytes(self, data: bytes, name: str) -> None:
         """Log raw bytes as artifact `name` (a path inside the run)."""
@@ -193,6 +212,7 @@ def stage_run(stage: str, experiment: str, *, params: dict[str, Any] | None = No
     """Open the store (failing fast when it is unreachable), start a run tagged with the DVC stage,
     the git state and the given tags, and end it FINISHED or FAILED."""
     uri = tracking_uri()
+    started = time.perf_counter()
     _preflight(uri)
     import mlflow  # ~1.3 s: only stages that track pay for it
 
@@ -211,8 +231,8 @@ def stage_run(stage: str, experiment: str, *, params: dict[str, Any] | None = No
     except UserError:
         raise
     except Exception as error:  # noqa: BLE001 - MLflow and SQLAlchemy raise many kinds
-        raise TrackingError(f"cannot write to the MLflow store {uri}: {_one_line(error)}") from None
-    stage_run_ = StageRun(mlflow, uri, run.info.run_id)
+        raise TrackingError(f"cannot write to the MLflow store {_safe_uri(uri)}: {_one_line(error)}") from None
+    stage_run_ = StageRun(mlflow, uri, run.info.run_id, experiment_id, time.perf_counter() - started)
     status = "FAILED"
     try:
         if params:
@@ -220,8 +240,14 @@ def stage_run(stage: str, experiment: str, *, params: dict[str, Any] | None = No
         yield stage_run_
         status = "FINISHED"
     finally:
-        with store_lock(uri):
-            mlflow.end_run(status=status)
+        stage_run_._call(mlflow.end_run, status=status)
+        log.info("MLflow run %s (%s) in %s: %.2f s spent on tracking", stage_run_.run_id, status, _safe_uri(uri),
+                 stage_run_.seconds)
+
+
+def _safe_uri(uri: str) -> str:
+    """The URI without a password, for logs."""
+    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", uri)
 
 
 def _one_line(error: BaseException) -> str:

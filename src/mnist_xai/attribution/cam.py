@@ -20,7 +20,7 @@ from mnist_xai.attribution.core import (
     target_scores,
     upsample,
 )
-from mnist_xai.attribution.gradients import guided_gradients
+from mnist_xai.attribution.gradients import guided_relus
 
 
 def activations_and_gradients(model, x, targets, *, layer, score):
@@ -84,13 +84,23 @@ def layercam(model, x, targets, *, layer, score, batch_size):
 
 def guided_gradcam(model, x, targets, *, layer, score, batch_size):
     """Guided Backprop x GradCAM upsampled bilinearly (Selvaraju et al. 2017);
-    Captum GuidedGradCam(interpolate_mode='bilinear')."""
+    Captum GuidedGradCam(interpolate_mode='bilinear').
+
+    One forward pass serves both: an ordinary backward pass to the CAM layer (GradCAM's weights), then a
+    guided one to the input; the ReLUs choose their backward rule when it runs."""
+    module = resolve_layer(model, layer)
     maps = torch.empty(x.shape[0], *x.shape[2:], device=x.device)
     for rows in image_chunks(len(x), batch_size):
-        cam = upsample(_low_res_cam(model, x[rows], targets[rows], layer=layer, score=score, rule="gradcam"),
-                       x.shape[2:])
-        guided = guided_gradients(model, x[rows], targets[rows], score=score, batch_size=batch_size)
-        maps[rows] = (guided * cam).sum(dim=1)
+        images = x[rows].detach().requires_grad_(True)
+        with guided_relus(model, {"guided": False}) as mode, \
+                capture_output(module, requires_grad=True, detach=False) as captured, torch.enable_grad():
+            total = target_scores(model(images), targets[rows], score).sum()
+            activation = captured["activation"]
+            (layer_grads,) = torch.autograd.grad(total, activation, retain_graph=True)
+            mode["guided"] = True
+            (guided,) = torch.autograd.grad(total, images)
+        cam = (_gradcam_weights(activation, layer_grads)[:, :, None, None] * activation.detach()).sum(1, keepdim=True)
+        maps[rows] = (guided * upsample(cam.clamp_min(0), x.shape[2:])).sum(dim=1)
     return maps
 
 

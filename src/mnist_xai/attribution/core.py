@@ -128,12 +128,14 @@ def resolve_layer(model: nn.Module, layer: str) -> nn.Module:
 
 
 @contextmanager
-def capture_output(module: nn.Module, requires_grad: bool):
-    """Record `module`'s output during a forward pass, as a fresh leaf we can take gradients to."""
+def capture_output(module: nn.Module, requires_grad: bool, detach: bool = True):
+    """Record `module`'s output during a forward pass. By default as a fresh leaf we can take gradients
+    to (and nothing below it is recorded); with detach=False as it is, inside the whole graph."""
     captured: dict[str, torch.Tensor] = {}
 
     def hook(_module, _inputs, output):
-        output = output.detach().requires_grad_(requires_grad)
+        if detach:
+            output = output.detach().requires_grad_(requires_grad)
         captured["activation"] = output
         return output
 

@@ -137,29 +137,37 @@ def input_x_gradient(model, x, targets, *, score, batch_size):
     return maps
 
 
-class _GuidedReLU(torch.autograd.Function):
-    """ReLU whose backward passes only positive gradients through positive inputs (Springenberg et al. 2015)."""
+class _SwitchableReLU(torch.autograd.Function):
+    """ReLU whose backward is chosen when the backward runs: the ordinary one, or the guided one, which
+    passes only positive gradients through positive inputs (Springenberg et al. 2015). One forward
+    pass can then serve an ordinary and a guided backward pass (Guided GradCAM)."""
 
     @staticmethod
-    def forward(ctx, inputs):
+    def forward(ctx, inputs, mode):
         ctx.save_for_backward(inputs)
+        ctx.mode = mode
         return inputs.clamp_min(0)
 
     @staticmethod
     def backward(ctx, grad_output):
         (inputs,) = ctx.saved_tensors
-        return grad_output.clamp_min(0) * (inputs > 0)
+        if ctx.mode["guided"]:
+            grad_output = grad_output.clamp_min(0)
+        return grad_output * (inputs > 0), None
 
 
 @contextmanager
-def guided_relus(model: nn.Module):
-    """Swap every nn.ReLU module's backward for the guided one while the context is open."""
+def guided_relus(model: nn.Module, mode: dict | None = None):
+    """Route every nn.ReLU module through _SwitchableReLU while the context is open. `mode["guided"]`
+    selects the backward rule at backward time (default: always guided)."""
+    mode = {"guided": True} if mode is None else mode
+
     def hook(_module, inputs, _output):
-        return _GuidedReLU.apply(inputs[0])
+        return _SwitchableReLU.apply(inputs[0], mode)
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.ReLU)]
     try:
-        yield
+        yield mode
     finally:
         for handle in handles:
             handle.remove()

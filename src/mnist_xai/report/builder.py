@@ -53,6 +53,8 @@ class ReportInputs:
     quality_examples: dict[str, np.ndarray] = field(default_factory=dict)  # quality/randomisation_examples.npz
     quality_timing: dict = field(default_factory=dict)
     random_label_metrics: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)  # hashes, tracking URI, the MLflow run behind each file
+    baseline: dict | None = None  # {"rev", "evaluate": metrics, "quality": metrics} or {"rev", "error"}
 
 
 def read_history(path: Path) -> list[dict]:
@@ -177,6 +179,51 @@ def _randomisation_examples(inputs: ReportInputs) -> dict[str, Any] | None:
             "label": inputs.class_names[int(inputs.test_labels[index])]}
 
 
+def _class_means(inputs: ReportInputs) -> dict[str, Any]:
+    """Per method, the mean map of the correctly classified explained images of each class."""
+    reference = next(iter(inputs.explanations.values()))
+    correct = reference.predictions == reference.labels
+    classes = [c for c in range(len(inputs.class_names)) if (correct & (reference.labels == c)).any()]
+    rows = []
+    for method, explanation in inputs.explanations.items():
+        means = np.stack([explanation.maps[correct & (explanation.labels == c)].mean(axis=0) for c in classes])
+        signed = REGISTRY[method].signed if method in REGISTRY else True
+        limit = figures.scale_limit(means)
+        blank = np.zeros(means.shape[1:], dtype=np.uint8)  # means are drawn on black: no one digit to show
+        cells = [{"src": figures.data_uri(figures.png_bytes(figures.overlay_rgb(blank, mean, limit, signed))),
+                  "alt": f"mean {method} attribution over the correctly classified {inputs.class_names[c]} images"}
+                 for c, mean in zip(classes, means, strict=True)]
+        rows.append({"name": method, "cells": cells, "limit": limit, "signed": signed,
+                     "colour_bar": figures.data_uri(figures.colour_bar_png(signed))})
+    return {"class_columns": [inputs.class_names[c] for c in classes], "class_rows": rows}
+
+
+BASELINE_METRICS = [("model_randomisation_rho", "lower"), ("data_randomisation_rho", "lower"),
+                    ("deletion_auc", "lower"), ("insertion_auc", "higher")]
+
+
+def _baseline_rows(inputs: ReportInputs) -> list[dict]:
+    """Current against baseline metrics, for the keys both have."""
+    if not inputs.baseline or "error" in inputs.baseline:
+        return []
+    rows = []
+    before = inputs.baseline.get("evaluate", {}).get("accuracy")
+    if before is not None:
+        rows.append({"metric": "test accuracy", "better": "higher", "baseline": before,
+                     "current": inputs.evaluate_metrics["accuracy"]})
+    old = inputs.baseline.get("quality", {}).get("methods", {})
+    new = (inputs.quality or {}).get("methods", {})
+    for method in [m for m in new if m in old]:
+        for key, better in BASELINE_METRICS:
+            if key in old[method]:
+                rows.append({"metric": f"{method}: {key}", "better": better, "baseline": old[method][key],
+                             "current": new[method][key]})
+    for row in rows:
+        row["delta"] = row["current"] - row["baseline"]
+        row["improved"] = (row["delta"] > 0) == (row["better"] == "higher") if row["delta"] else None
+    return rows
+
+
 def build_context(inputs: ReportInputs) -> dict[str, Any]:
     if not inputs.explanations:
         raise ValueError("the report needs at least one explanation")
@@ -218,6 +265,13 @@ def build_context(inputs: ReportInputs) -> dict[str, Any]:
         "wrong": wrong,
         "timing": timing,
         "method_info": method_info,
+        "provenance": inputs.provenance,
+        "baseline": inputs.baseline,
+        "baseline_rows": _baseline_rows(inputs),
+        "compute_seconds": (inputs.train_timing.get("train_seconds", 0)
+                            + sum(t.get("seconds", 0) for t in inputs.explain_timing.values())
+                            + sum(inputs.quality_timing.values())),
+        **_class_means(inputs),
         **_quality_context(inputs),
     }
 
