@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -81,12 +82,15 @@ def postgres_cluster(workdir: Path):
         if os.environ.get(SKIP_POSTGRES) == "1":
             pytest.skip(message)
         pytest.fail(message + f"; set {SKIP_POSTGRES}=1 to skip it knowingly")
-    data, sockets = workdir / "pgdata", workdir / "pgsock"
-    sockets.mkdir(parents=True)
     as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root: use the postgres account the package creates
-        as_user = ["runuser", "-u", "postgres", "--"]
+    if os.geteuid() == 0:  # initdb refuses to run as root: use the postgres account the package creates,
+        as_user = ["runuser", "-u", "postgres", "--"]  # in a folder it can reach (pytest's are root-only)
+        workdir = Path(tempfile.mkdtemp(prefix="mnist-xai-pg-"))
+        os.chmod(workdir, 0o755)
         shutil.chown(workdir, "postgres")
+    data, sockets = workdir / "pgdata", workdir / "pgsock"
+    sockets.mkdir(parents=True, exist_ok=True)
+    if as_user:
         shutil.chown(sockets, "postgres")
     port = free_port()
     subprocess.run([*as_user, str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
@@ -95,13 +99,14 @@ def postgres_cluster(workdir: Path):
                     "-o", f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1", "-w", "start"],
                    check=True, capture_output=True, timeout=120)
     try:
-        import psycopg2
+        import psycopg
 
-        connection = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
-        connection.autocommit = True
-        connection.cursor().execute("CREATE DATABASE mlflow")
-        connection.close()
+        with psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
+                             autocommit=True) as connection:
+            connection.execute("CREATE DATABASE mlflow")
         yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
     finally:
         subprocess.run([*as_user, str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True, timeout=60)
+        if as_user:
+            shutil.rmtree(workdir, ignore_errors=True)
