@@ -54,9 +54,7 @@ class PipelineRepo:
             ) -> subprocess.CompletedProcess:
         result = subprocess.run(command, cwd=self.path, env={**self.env, **(env or {})}, capture_output=True,
                                 text=True, timeout=timeout)
-        if check and result.returncode != 0:
-            raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-        return result
+        return _checked(result) if check else result
 
     def git(self, *args: str) -> subprocess.CompletedProcess:
         return self.run("git", "-c", "user.email=test@example.com", "-c", "user.name=test", *args)
@@ -78,6 +76,13 @@ class PipelineRepo:
         if replace_methods and "methods" in changes.get("explain", {}):
             params["explain"]["methods"] = {}
         (self.path / "params.yaml").write_text(yaml.safe_dump(deep_update(params, changes), sort_keys=False))
+
+
+def _checked(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    if result.returncode != 0:
+        command = " ".join(map(str, result.args))
+        raise AssertionError(f"{command} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
 
 
 def ran_stages(output: str) -> list[str]:

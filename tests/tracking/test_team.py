@@ -13,7 +13,7 @@ from tests.conftest import small_params
 from tests.helpers import PipelineRepo
 from tests.servers import mlflow_server, postgres_cluster
 
-METHODS = ["saliency", "gradcam", "random"]
+METHODS = ["saliency", "random"]
 GUARD = Path(__file__).resolve().parents[1] / "network_guard"
 STAGES = ["train", "evaluate", "train_random_labels", "quality", "report"] + [f"explain@{m}" for m in METHODS]
 

@@ -22,7 +22,7 @@ from PIL import Image  # noqa: E402
 
 SIGNED_CMAP = "bwr"
 UNSIGNED_CMAP = "inferno"
-SCALE = 4  # 28 px -> 112 px, nearest neighbour, so pixels stay crisp
+SCALE = 1  # maps are embedded at their own 28 px; the page scales them up with image-rendering: pixelated
 
 
 def scale_limit(maps: np.ndarray) -> float:
@@ -50,7 +50,7 @@ def png_bytes(rgb: np.ndarray, scale: int = SCALE) -> bytes:
     if scale != 1:
         image = image.resize((rgb.shape[1] * scale, rgb.shape[0] * scale), Image.Resampling.NEAREST)
     out = io.BytesIO()
-    image.save(out, format="PNG", optimize=True)
+    image.save(out, format="PNG")
     return out.getvalue()
 
 
@@ -75,7 +75,7 @@ def colour_bar_png(signed: bool, width: int = 160, height: int = 12) -> bytes:
 
 def figure_png(figure) -> bytes:
     out = io.BytesIO()
-    figure.savefig(out, format="png", dpi=110, bbox_inches="tight")
+    figure.savefig(out, format="png", dpi=100, bbox_inches="tight")
     plt.close(figure)
     return out.getvalue()
 
