@@ -36,7 +36,8 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 log = logging.getLogger(__name__)
 
 PREFLIGHT_TIMEOUT_S = 5
-LOCK_TIMEOUT_S = 60
+LOCK_TIMEOUT_ENV = "MNIST_XAI_STORE_LOCK_TIMEOUT"
+"""Seconds to wait for another process's write to the embedded store (default 60)."""
 
 
 class TrackingError(UserError):
@@ -68,17 +69,17 @@ def store_lock(uri: str) -> Iterator[None]:
         yield
         return
     db.parent.mkdir(parents=True, exist_ok=True)
+    timeout = float(os.environ.get(LOCK_TIMEOUT_ENV, "60"))
     with open(db.with_name(db.name + ".lock"), "a") as handle:
-        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise TrackingError(f"the MLflow store {db} has been locked by another process for "
-                                        f"{LOCK_TIMEOUT_S} s; wait for it to finish or remove a stale "
-                                        f"{db.name}.lock") from None
+                    raise TrackingError(f"the MLflow store {db} has been locked by another process for {timeout:g} s; "
+                                        f"wait for it to finish, or raise {LOCK_TIMEOUT_ENV}") from None
                 time.sleep(0.05)
         try:
             yield
@@ -154,6 +155,10 @@ class StageRun:
         try:
             with store_lock(self._uri):
                 return function(*args, **kwargs)
+        except UserError:
+            raise
+        except Exception as error:  # noqa: BLE001 - MLflow and SQLAlchemy raise many kinds
+            raise _store_error(self._uri, error) from None
         finally:
             self.seconds += time.perf_counter() - started
 
@@ -216,6 +221,8 @@ def stage_run(stage: str, experiment: str, *, params: dict[str, Any] | None = No
     _preflight(uri)
     import mlflow  # ~1.3 s: only stages that track pay for it
 
+    # MLflow logs every database error with a traceback before re-raising it; we report each as one line
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     mlflow.set_tracking_uri(uri)
     all_tags = {
         "dvc_stage": os.environ.get("DVC_STAGE", stage),
@@ -231,7 +238,7 @@ def stage_run(stage: str, experiment: str, *, params: dict[str, Any] | None = No
     except UserError:
         raise
     except Exception as error:  # noqa: BLE001 - MLflow and SQLAlchemy raise many kinds
-        raise TrackingError(f"cannot write to the MLflow store {_safe_uri(uri)}: {_one_line(error)}") from None
+        raise _store_error(uri, error) from None
     stage_run_ = StageRun(mlflow, uri, run.info.run_id, experiment_id, time.perf_counter() - started)
     status = "FAILED"
     try:
@@ -250,7 +257,20 @@ def _safe_uri(uri: str) -> str:
     return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", uri)
 
 
+def _store_error(uri: str, error: BaseException) -> TrackingError:
+    return TrackingError(f"cannot write to the MLflow store {_safe_uri(uri)}: {_one_line(error)}")
+
+
 def _one_line(error: BaseException) -> str:
+    """The most telling line of an error: the database driver's own message when one is in the chain
+    ("database is locked"), else the first line."""
+    seen, cause = set(), error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        original = getattr(cause, "orig", None)  # SQLAlchemy keeps the driver's exception here
+        if isinstance(original, BaseException):
+            return f"{type(original).__name__}: {original}".splitlines()[0][:300]
+        cause = cause.__cause__ or cause.__context__
     text = str(error).strip().splitlines()
     return (text[0] if text else type(error).__name__)[:300]
 

@@ -43,6 +43,8 @@ def test_every_dvc_mode_lands_in_the_one_store_without_locking_errors(pipeline):
         assert "queued-6" in json.dumps(shown) and "metrics/evaluate.json" in json.dumps(shown)
         params_diff = repo.dvc("params", "diff").stdout
         assert "report.n_samples" in params_diff
+        metrics_diff = repo.dvc("metrics", "diff", "--all").stdout
+        assert "metrics/evaluate.json" in metrics_diff and "accuracy" in metrics_diff
         print(f"queue of 2 experiments, -j 2: {queue_seconds:.1f} s")
     finally:
         (repo.path / "params.yaml").write_text(original)
