@@ -237,8 +237,8 @@ def _ensure_model(args) -> Path:
     if not path.is_file():
         print("no models/model.pt: training one epoch on 6,000 images for the benchmark", flush=True)
         from mnist_xai import data
-        from mnist_xai.model import MnistCNN
-        from mnist_xai.training import portable_state_dict, train
+        from mnist_xai.model import MnistCNN, save_model
+        from mnist_xai.training import train
 
         data_dir = RESULTS / "data" / "mnist"
         data.download("mnist", data_dir)
@@ -250,7 +250,7 @@ def _ensure_model(args) -> Path:
         train(model, images[subset], labels[subset], test_images[:1000], test_labels[:1000], epochs=1,
               batch_size=64, lr=0.003, weight_decay=1e-4, seed=0, device=torch.device("cpu"))
         RESULTS.mkdir(parents=True, exist_ok=True)
-        torch.save(portable_state_dict(model), path)
+        save_model(model, path)
     return path
 
 

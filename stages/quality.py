@@ -5,7 +5,6 @@ import logging
 from pathlib import Path
 
 from mnist_xai import data, params, stage, tracking
-from mnist_xai.errors import UserError
 from mnist_xai.io import atomic_write_json, atomic_write_npz
 
 log = logging.getLogger("quality")
@@ -28,7 +27,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from mnist_xai.explanation import Explanation
+    from mnist_xai.explanation import load_explanations
     from mnist_xai.model import load_model
     from mnist_xai.quality import QualitySettings, score_methods
     from mnist_xai.training import resolve_device
@@ -37,15 +36,8 @@ def main() -> None:
     model = load_model(MODEL, device)
     random_model = load_model(RANDOM_MODEL, device)
     images, _ = data.load_split(Path("data") / p.base.dataset, "test")
-    explanations = {}
-    for method in methods:
-        path = Path("explanations") / f"{method}.npz"
-        if not path.is_file():
-            raise UserError(f"{path} is missing: run its stage first (dvc repro explain@{method})")
-        explanations[method] = Explanation.load(path, method)
+    explanations = load_explanations("explanations", methods)
     reference = next(iter(explanations.values()))
-    if any(not np.array_equal(e.indices, reference.indices) for e in explanations.values()):
-        raise UserError("the explanations were made for different images: re-run them together (dvc repro)")
     x = data.normalize(images[reference.indices]).to(device)
     settings = QualitySettings(**{k: v for k, v in vars(p.quality).items() if not k.startswith("random_label")},
                                seed=p.base.seed)

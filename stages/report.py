@@ -19,18 +19,13 @@ def main() -> None:
     # imported after the params are checked, so a bad value fails in a fraction of a second
     import numpy as np
 
-    from mnist_xai.explanation import Explanation
+    from mnist_xai.explanation import load_explanations
     from mnist_xai.report import ReportInputs, build_report
     from mnist_xai.report.builder import read_history, read_json
 
     dataset = data.get_dataset(p.base.dataset)
     images, labels = data.load_split(Path("data") / p.base.dataset, "test")
-    explanations = {}
-    for method in methods:
-        path = Path("explanations") / f"{method}.npz"
-        if not path.is_file():
-            raise UserError(f"{path} is missing: run its stage first (dvc repro explain@{method})")
-        explanations[method] = Explanation.load(path, method)
+    explanations = load_explanations("explanations", methods)
     baseline = _baseline(p.report.baseline)
     confusion_rows = read_json("plots/evaluate/confusion.json")
     index = {name: i for i, name in enumerate(dataset.class_names)}

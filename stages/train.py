@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from mnist_xai import data, params, stage, tracking
-from mnist_xai.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from mnist_xai.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("train")
 
@@ -22,8 +22,8 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from mnist_xai.model import MnistCNN
-    from mnist_xai.training import portable_state_dict, resolve_device, train
+    from mnist_xai.model import MnistCNN, save_model
+    from mnist_xai.training import resolve_device, train
 
     device = resolve_device(p.base.device)
     data_dir = Path("data") / p.base.dataset
@@ -43,9 +43,7 @@ def main() -> None:
                        on_epoch=lambda row: run.log_metrics({k: v for k, v in row.items() if k != "epoch"},
                                                             step=row["epoch"]))
         final = result.history[-1]
-        buffer = io.BytesIO()
-        torch.save(portable_state_dict(model), buffer)
-        atomic_write_bytes(MODEL, buffer.getvalue())
+        save_model(model, MODEL)
         atomic_write_json(METRICS, {
             "test_accuracy": final["test_accuracy"], "test_loss": final["test_loss"],
             "train_accuracy": final["train_accuracy"], "train_loss": final["train_loss"],

@@ -2,12 +2,11 @@
 check (Adebayo et al. 2018). Small and short by design (quality.random_label_*): it only has to be a
 model that learned from labels carrying no information."""
 
-import io
 import logging
 from pathlib import Path
 
 from mnist_xai import data, params, stage, tracking
-from mnist_xai.io import atomic_write_bytes, atomic_write_json
+from mnist_xai.io import atomic_write_json
 
 log = logging.getLogger("train_random_labels")
 
@@ -21,8 +20,8 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from mnist_xai.model import MnistCNN
-    from mnist_xai.training import portable_state_dict, resolve_device, train
+    from mnist_xai.model import MnistCNN, save_model
+    from mnist_xai.training import resolve_device, train
 
     device = resolve_device(p.base.device)
     data_dir = Path("data") / p.base.dataset
@@ -43,9 +42,7 @@ def main() -> None:
                        weight_decay=p.train.weight_decay, seed=p.base.seed + 1, device=device,
                        on_epoch=lambda row: run.log_metrics({k: v for k, v in row.items() if k != "epoch"},
                                                             step=row["epoch"]))
-        buffer = io.BytesIO()
-        torch.save(portable_state_dict(model), buffer)
-        atomic_write_bytes(MODEL, buffer.getvalue())
+        save_model(model, MODEL)
         final = result.history[-1]
         atomic_write_json(METRICS, {"train_accuracy_on_permuted_labels": final["train_accuracy"],
                                     "test_accuracy": final["test_accuracy"], "n_images": int(len(subset)),

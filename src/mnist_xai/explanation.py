@@ -12,6 +12,7 @@ from torch import nn
 
 from mnist_xai.attribution import attribute
 from mnist_xai.data import normalize
+from mnist_xai.errors import UserError
 from mnist_xai.io import atomic_write_npz
 
 
@@ -57,3 +58,18 @@ def explain(model: nn.Module, method: str, images: np.ndarray, labels: np.ndarra
     return Explanation(method=method, maps=maps.cpu().numpy(), indices=indices.astype(np.int64),
                        labels=labels[indices].astype(np.int64), predictions=predictions.astype(np.int64),
                        targets=np.asarray(targets, dtype=np.int64), seconds=seconds)
+
+
+def load_explanations(folder: str | Path, methods: list[str]) -> dict[str, Explanation]:
+    """`<folder>/<method>.npz` for every method, checked to explain the same images in the same order."""
+    explanations = {}
+    for method in methods:
+        path = Path(folder) / f"{method}.npz"
+        if not path.is_file():
+            raise UserError(f"{path} is missing: run its stage first (dvc repro explain@{method})")
+        explanations[method] = Explanation.load(path, method)
+    reference = next(iter(explanations.values()), None)
+    if reference is not None and any(not np.array_equal(e.indices, reference.indices)
+                                     for e in explanations.values()):
+        raise UserError("the explanations were made for different images: re-run them together (dvc repro)")
+    return explanations

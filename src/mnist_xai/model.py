@@ -53,6 +53,18 @@ def architecture(state_dict: dict[str, torch.Tensor]) -> dict[str, int]:
     }
 
 
+def save_model(model: nn.Module, path: str | Path) -> None:
+    """The state_dict as CPU, contiguous tensors (the same bytes whatever the device or memory format),
+    written atomically."""
+    import io
+
+    from mnist_xai.io import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    torch.save({name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Load a saved state_dict into a fresh MnistCNN, in eval mode, channels_last.
 

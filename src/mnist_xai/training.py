@@ -108,7 +108,3 @@ def train(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray,
     model.eval()
     return TrainResult(history=history, train_seconds=train_seconds)
 
-
-def portable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """CPU, contiguous (not channels_last) tensors: the same bytes whatever the device or memory format."""
-    return {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
