@@ -42,12 +42,12 @@ CONTROL = "random"
 class QualitySettings:
     n_images: int = 200  # images for deletion/insertion, sparseness and agreement
     n_randomisation: int = 64  # images for the two randomisation checks
-    n_sensitivity: int = 32  # images for max-sensitivity
+    n_sensitivity: int = 24  # images for max-sensitivity
     deletion_step: int = 28  # pixels removed or inserted per step
     insertion_start: str = "blur"  # blur | black
     blur_sigma: float = 5.0
     threshold: float = 0.5  # a randomisation rho below this passes
-    sensitivity_samples: int = 10
+    sensitivity_samples: int = 8
     sensitivity_radius: float = 0.05  # fraction of the image's range
     seed: int = 0
 
