@@ -7,6 +7,7 @@ has a stable name that CAM methods and the randomisation check refer to.
 
 from __future__ import annotations
 
+import pickle
 from collections import OrderedDict
 from pathlib import Path
 
@@ -75,7 +76,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
         raise ModelError(f"model file {path} is missing: run the train stage (dvc repro train)")
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises many kinds; all mean "not a safe state_dict"
+    except pickle.UnpicklingError:  # weights_only refused an object: nothing of it was executed
+        raise ModelError(f"{path} is not a loadable weights-only state_dict: it holds objects other than tensors, "
+                         "which are refused unrun; re-run the train stage") from None
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds; all mean "not a state_dict file"
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(f"{path} is not a loadable weights-only state_dict ({first_line[:200]})") from None
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
@@ -84,7 +88,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
         model = MnistCNN(**architecture(state_dict))
         model.load_state_dict(state_dict)
     except (KeyError, IndexError, RuntimeError) as error:
-        detail = str(error).strip().splitlines()[0][:200]
+        detail = f"no {error.args[0]}" if isinstance(error, KeyError) else str(error).strip().splitlines()[0][:200]
         raise ModelError(f"{path} does not match the MnistCNN architecture ({detail}); "
                          "re-run the train stage") from None
     # channels_last: ~2.8x faster convolutions on CPU; the numbers are the same

@@ -19,7 +19,6 @@ import logging
 import os
 import re
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -178,12 +177,6 @@ class StageRun:
     def log_figure(self, figure, name: str) -> None:
         self._call(self._mlflow.log_figure, figure, name)
 
-    def log_text(self, text: str, name: str) -> None:
-        self._call(self._mlflow.log_text, text, name)
-
-    def log_dict(self, data: dict, name: str) -> None:
-        self._call(self._mlflow.log_dict, data, name)
-
     def log_model(self, model, name: str = "model", registered_model_name: str | None = None):
         """The model in MLflow's "pt2" format (torch.export): loading it runs no pickle, and an input
         example of batch 2 makes the batch dimension dynamic, so it predicts any batch size. With
@@ -201,14 +194,6 @@ class StageRun:
         """Runs of this run's experiment matching an MLflow filter, newest first."""
         return self._call(self._mlflow.search_runs, experiment_ids=[self.experiment_id], filter_string=filter_string,
                           order_by=["attributes.start_time DESC"], output_format="list")
-
-    def log_bytes(self, data: bytes, name: str) -> None:
-        """Log raw bytes as artifact `name` (a path inside the run)."""
-        with tempfile.TemporaryDirectory() as tmp:
-            target = Path(tmp) / Path(name).name
-            target.write_bytes(data)
-            parent = str(Path(name).parent)
-            self.log_artifact(target, None if parent == "." else parent)
 
 
 @contextlib.contextmanager
