@@ -13,10 +13,23 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # share the cores between the workers: oversubscribed
+    # OpenMP threads spin and made the suite twice as slow. Set before torch is imported; stages inherit it.
+    workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // workers))
 if SHARED_DATA.is_dir():  # tests and CI read the shared copies first (MNIST_XAI_MIRRORS)
     os.environ["MNIST_XAI_MIRRORS"] = str(SHARED_DATA / "{dataset}")
 
 from tests.helpers import PipelineRepo  # noqa: E402
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist, session fixtures are built once per worker: keep every test of the shared
+    pipeline on one worker. (Modules with costly module fixtures set their own xdist_group.)"""
+    for item in items:
+        if "pipeline" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("pipeline"))
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from tests.servers import mlflow_server, postgres_cluster
 
 METHODS = ["saliency", "random"]
 GUARD = Path(__file__).resolve().parents[1] / "network_guard"
+pytestmark = pytest.mark.xdist_group("team")  # one worker builds both runs, which the determinism test compares
 STAGES = ["train", "evaluate", "train_random_labels", "quality", "report"] + [f"explain@{m}" for m in METHODS]
 
 
