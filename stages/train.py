@@ -40,8 +40,7 @@ def main() -> None:
         result = train(model, train_images, train_labels, test_images, test_labels,
                        epochs=p.train.epochs, batch_size=p.train.batch_size, lr=p.train.lr,
                        weight_decay=p.train.weight_decay, seed=p.base.seed, device=device,
-                       on_epoch=lambda row: run.log_metrics({k: v for k, v in row.items() if k != "epoch"},
-                                                            step=row["epoch"]))
+                       on_epoch=run.log_epoch)
         final = result.history[-1]
         save_model(model, MODEL)
         atomic_write_json(METRICS, {

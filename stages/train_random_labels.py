@@ -40,8 +40,7 @@ def main() -> None:
         result = train(model, images[subset], permuted, test_images[:1000], test_labels[:1000],  # a glance is enough
                        epochs=p.quality.random_label_epochs, batch_size=p.train.batch_size, lr=p.train.lr,
                        weight_decay=p.train.weight_decay, seed=p.base.seed + 1, device=device,
-                       on_epoch=lambda row: run.log_metrics({k: v for k, v in row.items() if k != "epoch"},
-                                                            step=row["epoch"]))
+                       on_epoch=run.log_epoch)
         save_model(model, MODEL)
         final = result.history[-1]
         atomic_write_json(METRICS, {"train_accuracy_on_permuted_labels": final["train_accuracy"],

@@ -13,6 +13,7 @@ from torch import nn
 from mnist_xai.attribution import attribute
 from mnist_xai.data import normalize
 from mnist_xai.errors import UserError
+from mnist_xai.evaluation import predict
 from mnist_xai.io import atomic_write_npz
 
 
@@ -45,8 +46,7 @@ def explain(model: nn.Module, method: str, images: np.ndarray, labels: np.ndarra
             params: dict, target: str, device: torch.device, show_progress: bool = True) -> Explanation:
     """Attribution maps for test images `images[indices]`, explaining the predicted class or the label."""
     x = normalize(images[indices]).to(device)
-    with torch.inference_mode():
-        predictions = torch.cat([model(x[i:i + 500]).argmax(1) for i in range(0, len(x), 500)]).cpu().numpy()
+    predictions = predict(model, images[indices], device)
     targets = predictions if target == "predicted" else labels[indices]
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -56,7 +56,7 @@ def explain(model: nn.Module, method: str, images: np.ndarray, labels: np.ndarra
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
     return Explanation(method=method, maps=maps.cpu().numpy(), indices=indices.astype(np.int64),
-                       labels=labels[indices].astype(np.int64), predictions=predictions.astype(np.int64),
+                       labels=labels[indices].astype(np.int64), predictions=predictions,
                        targets=np.asarray(targets, dtype=np.int64), seconds=seconds)
 
 

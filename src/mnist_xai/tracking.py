@@ -165,6 +165,10 @@ class StageRun:
         """All values in one batch call."""
         self._call(self._mlflow.log_metrics, {k: float(v) for k, v in metrics.items()}, step=step)
 
+    def log_epoch(self, row: dict[str, float]) -> None:
+        """One row of a training history, at step = its epoch."""
+        self.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+
     def log_params(self, params: dict[str, Any]) -> None:
         self._call(self._mlflow.log_params, _flatten("", params, {}))
 

@@ -6,6 +6,6 @@
 matches, its conventions and its params.
 """
 
-from mnist_xai.attribution.registry import METHODS, REGISTRY, Method, Param, attribute, get_method
+from mnist_xai.attribution.registry import METHODS, REGISTRY, Method, Param, attribute, get_method, is_signed
 
-__all__ = ["METHODS", "REGISTRY", "Method", "Param", "attribute", "get_method"]
+__all__ = ["METHODS", "REGISTRY", "Method", "Param", "attribute", "get_method", "is_signed"]

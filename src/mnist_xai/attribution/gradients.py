@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnist_xai.attribution.core import chunks, image_chunks, images_per_chunk, input_gradients, reduce_channels
+from mnist_xai.attribution.core import image_chunks, images_per_chunk, input_gradients, reduce_channels
 from mnist_xai.data import BLACK
 
 
@@ -173,19 +173,10 @@ def guided_relus(model: nn.Module, mode: dict | None = None):
             handle.remove()
 
 
-def guided_gradients(model, x, targets, *, score, batch_size) -> torch.Tensor:
-    """Guided Backprop gradients [N, C, H, W]."""
-    grads = torch.empty_like(x)
-    with guided_relus(model):
-        for rows in chunks(len(x), batch_size):
-            grads[rows] = input_gradients(model, x[rows], targets[rows], score)
-    return grads
-
-
 def guided_backprop(model, x, targets, *, score, batch_size):
     """The gradient with guided ReLUs (Springenberg et al. 2015); Captum GuidedBackprop."""
     maps = torch.empty(x.shape[0], *x.shape[2:], device=x.device)
-    for rows in image_chunks(len(x), batch_size):
-        maps[rows] = reduce_channels(guided_gradients(model, x[rows], targets[rows], score=score,
-                                                      batch_size=batch_size))
+    with guided_relus(model):
+        for rows in image_chunks(len(x), batch_size):
+            maps[rows] = reduce_channels(input_gradients(model, x[rows], targets[rows], score))
     return maps

@@ -150,6 +150,11 @@ def get_method(name: str) -> Method:
         raise ParamError(f"unknown attribution method {name!r}{hint}: choose from {', '.join(METHODS)}") from None
 
 
+def is_signed(method: str) -> bool:
+    """Whether `method`'s maps can be negative (a name outside the registry is assumed signed)."""
+    return REGISTRY[method].signed if method in REGISTRY else True
+
+
 def attribute(method: str, model: nn.Module, inputs: torch.Tensor, targets=None, *, show_progress: bool = False,
               **params) -> torch.Tensor:
     """Attribution maps float32 [N, H, W] for inputs [N, C, H, W], on the inputs' device.

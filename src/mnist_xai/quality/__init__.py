@@ -31,7 +31,7 @@ from mnist_xai.quality.complexity import gini_sparseness
 from mnist_xai.quality.faithfulness import Curves, deletion_insertion
 from mnist_xai.quality.randomisation import RandomisationCurve, cascading_randomisation, data_randomisation
 from mnist_xai.quality.robustness import max_sensitivity
-from mnist_xai.quality.stats import spearman_rows
+from mnist_xai.quality.stats import centred_ranks, rank_correlation
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +121,11 @@ def score_methods(model: nn.Module, random_label_model: nn.Module, x: torch.Tens
         seconds["sparseness_agreement"] += _lap(started)
     started = time.perf_counter()
     names = list(maps)
+    ranks = {method: centred_ranks(np.abs(maps[method][:n])) for method in names}  # once per method, not per pair
     agreement = np.eye(len(names))
     for i, first in enumerate(names):
         for j in range(i + 1, len(names)):
-            rho = spearman_rows(np.abs(maps[first][:n]), np.abs(maps[names[j]][:n])).mean()
+            rho = rank_correlation(ranks[first], ranks[names[j]]).mean()
             agreement[i, j] = agreement[j, i] = round(float(rho), 6)
     seconds["sparseness_agreement"] += _lap(started)
     return QualityReport(methods=results, agreement=agreement, seconds=seconds)

@@ -57,11 +57,12 @@ def deletion_insertion(model: nn.Module, x: torch.Tensor, maps: np.ndarray, clas
     rank.scatter_(1, order, torch.arange(pixels, device=x.device).expand(n, -1))  # rank[i, p]: p's position
     flat = x.reshape(n, -1)
     start = (gaussian_blur(x, blur_sigma) if insertion_start == "blur" else torch.full_like(x, BLACK)).reshape(n, -1)
+    images_per_pass = max(1, batch_size // (steps + 1))  # each image is scored at every step in one pass
     curves = {}
     for name in ("deletion", "insertion"):
         scores = torch.empty(n, steps + 1, device=x.device)
-        for first in range(0, n, max(1, batch_size // (steps + 1))):
-            rows = slice(first, min(n, first + max(1, batch_size // (steps + 1))))
+        for first in range(0, n, images_per_pass):
+            rows = slice(first, min(n, first + images_per_pass))
             changed = rank[rows, None, :] < counts[None, :, None]  # [r, K, pixels]: touched by step k
             if name == "deletion":
                 images = torch.where(changed, torch.tensor(BLACK, device=x.device), flat[rows, None, :])

@@ -36,8 +36,9 @@ def randomise_layer(module: nn.Module, seed: int) -> None:
 
 
 def redrawn(method: str, params: dict, step: int) -> dict:
-    """The `random` control is redrawn for every model, so it scores chance agreement (rho ~ 0) rather than the
-    trivial 1 of reusing one draw; every other method keeps its seed, so only the model changes."""
+    """The `random` control is redrawn for every model (or perturbed input), so it scores chance agreement
+    (rho ~ 0) rather than the trivial 1 of reusing one draw; every other method keeps its seed, so only the
+    model (or the input) changes."""
     return {**params, "seed": params["seed"] + 1 + step} if method == "random" else params
 
 

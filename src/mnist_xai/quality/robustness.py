@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from mnist_xai.attribution import attribute
+from mnist_xai.quality.randomisation import redrawn
 
 
 def max_sensitivity(model: nn.Module, method: str, params: dict, x: torch.Tensor, targets: torch.Tensor,
@@ -25,8 +26,7 @@ def max_sensitivity(model: nn.Module, method: str, params: dict, x: torch.Tensor
     worst = torch.zeros(len(x), device=x.device)
     for i in range(n_perturbations):
         noise = (torch.rand(x.shape, generator=generator, device=x.device) * 2 - 1) * radius * spread
-        call_params = {**params, "seed": params["seed"] + 1 + i} if method == "random" else params
-        perturbed = _normalise(attribute(method, model, x + noise, targets, **call_params).flatten(1))
+        perturbed = _normalise(attribute(method, model, x + noise, targets, **redrawn(method, params, i)).flatten(1))
         change = (perturbed - reference).norm(dim=1) / torch.where(norms > 0, norms, torch.ones_like(norms))
         worst = torch.maximum(worst, change)
     return worst.cpu().numpy()

@@ -25,13 +25,21 @@ def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     A constant row has no ranking, so it shares none with the other: rho = 0 (not NaN). A CAM method
     whose maps collapse to all zeros on a randomised model therefore counts as uncorrelated.
     """
-    ranks_a = average_ranks(a.reshape(len(a), -1))
-    ranks_b = average_ranks(b.reshape(len(b), -1))
-    ranks_a -= ranks_a.mean(axis=1, keepdims=True)
-    ranks_b -= ranks_b.mean(axis=1, keepdims=True)
+    return rank_correlation(centred_ranks(a), centred_ranks(b))
+
+
+def centred_ranks(a: np.ndarray) -> np.ndarray:
+    """Average ranks of each row of a [n, ...], minus the row's mean rank: Spearman's rho of two rows is the
+    cosine of their centred ranks. Worth keeping when one set of rows is compared with many."""
+    ranks = average_ranks(a.reshape(len(a), -1))
+    return ranks - ranks.mean(axis=1, keepdims=True)
+
+
+def rank_correlation(ranks_a: np.ndarray, ranks_b: np.ndarray) -> np.ndarray:
+    """Spearman's rho of matching rows, from centred_ranks(); 0 where a row is constant."""
     denominator = np.sqrt((ranks_a ** 2).sum(axis=1) * (ranks_b ** 2).sum(axis=1))
     numerator = (ranks_a * ranks_b).sum(axis=1)
-    return np.divide(numerator, denominator, out=np.zeros(len(a)), where=denominator > 0)
+    return np.divide(numerator, denominator, out=np.zeros(len(ranks_a)), where=denominator > 0)
 
 
 def constant_rows(a: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from mnist_xai.attribution import REGISTRY
+from mnist_xai.attribution import REGISTRY, is_signed
 from mnist_xai.evaluation import confusion_matrix
 from mnist_xai.explanation import Explanation
 from mnist_xai.quality import rank_methods
@@ -96,7 +96,7 @@ def _map_cells(inputs: ReportInputs, rows: list[int]) -> tuple[list[dict], list[
         })
     methods = []
     for method, explanation in inputs.explanations.items():
-        signed = REGISTRY[method].signed if method in REGISTRY else True
+        signed = is_signed(method)
         maps = explanation.maps[rows]
         limit = figures.scale_limit(maps)
         cells = []
@@ -168,7 +168,7 @@ def _randomisation_examples(inputs: ReportInputs) -> dict[str, Any] | None:
     rows = []
     for method in (str(m) for m in examples["methods"]):
         maps = examples[f"maps_{method}"][:, 0]  # [steps, H, W] for the first example image
-        signed = REGISTRY[method].signed if method in REGISTRY else True
+        signed = is_signed(method)
         limit = figures.scale_limit(maps)
         cells = [{"src": figures.data_uri(figures.png_bytes(figures.overlay_rgb(image, step_map, limit, signed))),
                   "alt": f"{method} map of test image #{index} with {step} randomised"}
@@ -187,7 +187,7 @@ def _class_means(inputs: ReportInputs) -> dict[str, Any]:
     rows = []
     for method, explanation in inputs.explanations.items():
         means = np.stack([explanation.maps[correct & (explanation.labels == c)].mean(axis=0) for c in classes])
-        signed = REGISTRY[method].signed if method in REGISTRY else True
+        signed = is_signed(method)
         limit = figures.scale_limit(means)
         blank = np.zeros(means.shape[1:], dtype=np.uint8)  # means are drawn on black: no one digit to show
         cells = [{"src": figures.data_uri(figures.png_bytes(figures.overlay_rgb(blank, mean, limit, signed))),

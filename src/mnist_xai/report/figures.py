@@ -117,9 +117,9 @@ def confusion_figure(confusion: np.ndarray, class_names: list[str]):
 
 def method_figure(explanation, images: np.ndarray, count: int = 16):
     """A grid of the first `count` maps of one method, for MLflow."""
-    from mnist_xai.attribution import REGISTRY
+    from mnist_xai.attribution import is_signed
 
-    signed = REGISTRY[explanation.method].signed if explanation.method in REGISTRY else True
+    signed = is_signed(explanation.method)
     shown = min(count, len(explanation.maps))
     limit = scale_limit(explanation.maps[:shown])
     columns = min(8, shown)
