@@ -14,6 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from mnist_xai.data import normalize
+from mnist_xai.errors import ParamError
 from mnist_xai.model import commuted
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("base.device is 'cuda' but no CUDA device is available: set base.device to auto or cpu")
+        raise ParamError("base.device='cuda' is not allowed here: no CUDA device is available; set base.device "
+                         "to auto or cpu")
     return torch.device(device)
 
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from mnist_xai.attribution.core import chunks, image_chunks, images_per_chunk, target_scores
 from mnist_xai.data import BLACK
+from mnist_xai.errors import ParamError
 from mnist_xai.model import is_plain_sequential
 
 
@@ -30,7 +31,7 @@ def occlusion(model, x, targets, *, window, stride, baseline, score, batch_size)
     """
     height, width = x.shape[2:]
     if window > min(height, width):
-        raise ValueError(f"occlusion window {window} is larger than the {height}x{width} input")
+        raise ParamError(f"occlusion window={window} is not allowed: it is larger than the {height}x{width} input")
     fill = BLACK if baseline == "black" else 0.0
     patches = [(r, c) for r in window_starts(height, window, stride) for c in window_starts(width, window, stride)]
     coverage = torch.zeros(height, width, device=x.device)
