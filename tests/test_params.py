@@ -29,7 +29,7 @@ def test_the_committed_params_are_valid():
     ("epoch", "3", "unknown key train.epoch in params.yaml (a typo?): did you mean train.epochs?"),
 ])
 def test_bad_train_values(tmp_path, key, value, message):
-    path = write(tmp_path, f"train:\n  {key}: {value}\n")
+    path = write(tmp_path, f"train:\n  {key}: {value}\nexplain:\n  methods:\n    random: {{}}\n")
     with pytest.raises(ParamError) as error:
         params.load("train", path=path)
     assert message in str(error.value)
@@ -56,4 +56,63 @@ def test_empty_methods(tmp_path):
 
 def test_unknown_dataset_value(tmp_path):
     with pytest.raises(ParamError, match="base.dataset='cifar10' is not allowed: choose one of mnist, fashion-mnist"):
-        params.load("base", path=write(tmp_path, "base:\n  dataset: cifar10\n"))
+        params.load("base", path=write(tmp_path, "base:\n  dataset: cifar10\nexplain:\n  methods:\n    random: {}\n"))
+
+
+def test_numbers_are_read_as_dvc_reads_them(tmp_path):
+    """YAML 1.2, as DVC's ruamel.yaml reads params.yaml: 1e-3 is a number (PyYAML's YAML 1.1 made it the
+    string '1e-3', and the stage failed with a misleading 'expected a finite number')."""
+    path = write(tmp_path, "train:\n  lr: 1e-3\n  weight_decay: 5E-4\nexplain:\n  methods:\n    random: {}\n")
+    loaded = params.load("train", path=path)
+    assert loaded.train.lr == 0.001 and loaded.train.weight_decay == 0.0005
+
+
+@pytest.mark.parametrize("text, message", [
+    ("train:\n  epochs: 2\n  epochs: 3\n", r"params.yaml has the key 'epochs' twice \(lines 2 and 3\): keep one"),
+    ("train:\n  epochs: 2\nbase:\n  seed: 1\ntrain:\n  lr: 0.1\n",
+     r"params.yaml has the key 'train' twice \(lines 1 and 5\): keep one"),
+])
+def test_a_duplicate_key_or_section_is_one_clear_error(tmp_path, text, message):
+    """Before, the last `train:` silently won and reset the other train keys to their defaults."""
+    with pytest.raises(ParamError, match=message):
+        params.load("base", path=write(tmp_path, text))
+
+
+def test_every_stage_checks_the_whole_file(tmp_path):
+    """A typo in quality.* stops a stage that reads only `base`: the first stage to run fails, not the one
+    after training."""
+    path = write(tmp_path, "quality:\n  n_imagez: 3\nexplain:\n  methods:\n    random: {}\n")
+    with pytest.raises(ParamError, match=r"unknown key quality.n_imagez in params.yaml \(a typo\?\): did you mean "
+                                         r"quality.n_images\?"):
+        params.load("base", path=path)
+    with pytest.raises(ParamError, match=r"unknown key explan in params.yaml \(a typo\?\): did you mean explain\?"):
+        params.load("base", path=write(tmp_path, "explan:\n  n_images: 3\n"))
+    with pytest.raises(ParamError, match=r"explain.methods.gradcam.layer=3 is not allowed: expected a non-empty name"):
+        params.load("base", path=write(tmp_path, "explain:\n  methods:\n    random: {}\n    gradcam: {layer: 3}\n"))
+
+
+@pytest.mark.parametrize("value, message", [
+    ("1180591620717411303424", "base.seed=1180591620717411303424 is not allowed: it must be at most 2147483647"),
+    ("-1", "base.seed=-1 is not allowed: it must be at least 0"),
+    (".inf", "base.seed=inf is not allowed: expected a whole number"),
+])
+def test_seeds_beyond_what_the_generators_take_are_refused(tmp_path, value, message):
+    """2**70 was an overflow traceback deep in torch."""
+    with pytest.raises(ParamError, match=message):
+        params.load("base", path=write(tmp_path, f"base:\n  seed: {value}\n"))
+
+
+def test_the_random_control_is_required(tmp_path):
+    with pytest.raises(ParamError, match=r"explain.methods must include the `random` control \(random: \{\}\): every "
+                                         r"verdict is calibrated against it"):
+        params.load("base", path=write(tmp_path, "explain:\n  methods:\n    saliency: {}\n"))
+
+
+def test_clamping_says_so_in_one_warning_and_returns_what_is_used(caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        assert params.clamp("explain.n_images", 20000, 10000, "the 10000 test images") == 10000
+        assert params.clamp("explain.n_images", 50, 10000, "the 10000 test images") == 50
+    assert [r.getMessage() for r in caplog.records] == [
+        "explain.n_images=20000 asks for more than the 10000 test images: using 10000"]

@@ -8,63 +8,20 @@ reported as a typo, with the closest valid key.
 from __future__ import annotations
 
 import difflib
-import math
-from dataclasses import dataclass
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import yaml
-
 from mnist_xai.errors import ParamError
+from mnist_xai.schema import Param, seed_param
 
 PARAMS_FILE = Path("params.yaml")
 
 
-@dataclass(frozen=True)
-class Param:
-    """One parameter: its default and what values are allowed."""
-
-    default: Any
-    doc: str
-    choices: tuple[str, ...] = ()
-    minimum: float | None = None  # inclusive lower bound
-    positive: bool = False  # strictly greater than zero
-    maximum: float | None = None  # inclusive upper bound
-
-    def check(self, key: str, value: Any) -> Any:
-        """The value, converted to the default's type; ParamError names the key, the value and what is allowed."""
-        kind = type(self.default)
-        if self.choices:
-            if value not in self.choices:
-                raise ParamError(f"{key}={value!r} is not allowed: choose one of {', '.join(self.choices)}")
-            return value
-        if kind is str:
-            if not isinstance(value, str) or not value:
-                raise ParamError(f"{key}={value!r} is not allowed: expected a non-empty name")
-            return value
-        if kind is bool:
-            if not isinstance(value, bool):
-                raise ParamError(f"{key}={value!r} is not allowed: expected true or false")
-            return value
-        number_ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if kind is int and not (number_ok and float(value).is_integer()):
-            raise ParamError(f"{key}={value!r} is not allowed: expected a whole number")
-        if kind is float and not (number_ok and math.isfinite(value)):
-            raise ParamError(f"{key}={value!r} is not allowed: expected a finite number")
-        converted = kind(value)
-        if self.positive and converted <= 0:
-            raise ParamError(f"{key}={value!r} is not allowed: it must be greater than 0")
-        if self.minimum is not None and converted < self.minimum:
-            raise ParamError(f"{key}={value!r} is not allowed: it must be at least {self.minimum:g}")
-        if self.maximum is not None and converted > self.maximum:
-            raise ParamError(f"{key}={value!r} is not allowed: it must be at most {self.maximum:g}")
-        return converted
-
-
 SECTIONS: dict[str, dict[str, Param]] = {
     "base": {
-        "seed": Param(0, "seed for data order, initialisation and sampling", minimum=0),
+        "seed": seed_param("seed for data order, initialisation and sampling"),
         "device": Param("auto", "where to compute; auto = cuda when available", choices=("auto", "cpu", "cuda")),
         "dataset": Param("mnist", "which dataset", choices=("mnist", "fashion-mnist")),
     },
@@ -86,21 +43,38 @@ SECTIONS: dict[str, dict[str, Param]] = {
                         choices=("predicted", "label")),
     },
     "quality": {
-        "n_images": Param(200, "explained images scored for deletion/insertion, sparseness and agreement",
-                          positive=True),
-        "n_randomisation": Param(64, "images for the model- and data-randomisation checks", positive=True),
+        "n_images": Param(200, "explained images scored for deletion/insertion and sparseness", positive=True),
+        "n_randomisation": Param(64, "images for the randomisation checks (original MPRT, the edge-map control, "
+                                 "Efficient MPRT, data randomisation)", positive=True),
+        "n_smooth": Param(16, "images for Smooth MPRT (each costs smooth_samples maps on two models)", positive=True),
+        "smooth_samples": Param(10, "noisy copies averaged per Smooth MPRT map (the last one clean)", positive=True,
+                                minimum=2),
+        "smooth_noise": Param(0.1, "Smooth MPRT noise std as a fraction of the image's range (Quantus' default)",
+                              positive=True),
+        "entropy_bins": Param(100, "histogram bins of Efficient MPRT (Quantus' default)", minimum=2),
         "n_sensitivity": Param(24, "images for max-sensitivity", positive=True),
         "deletion_step": Param(28, "pixels removed or inserted per step of the deletion/insertion curves",
                                positive=True, maximum=784),
         "insertion_start": Param("blur", "the image pixels are inserted into", choices=("blur", "black")),
         "blur_sigma": Param(5.0, "std in pixels of the blurred insertion start", positive=True),
-        "threshold": Param(0.5, "a randomisation check passes when Spearman rho is below this", positive=True,
-                           maximum=1),
         "sensitivity_samples": Param(8, "perturbations per image for max-sensitivity", positive=True),
         "sensitivity_radius": Param(0.05, "max-sensitivity noise bound, as a fraction of the image's range",
                                     positive=True),
-        "random_label_images": Param(2000, "training images of the data-randomisation model", positive=True),
-        "random_label_epochs": Param(12, "epochs of the data-randomisation model", positive=True),
+        "random_label_images": Param(1000, "training images of the data-randomisation model", positive=True),
+        "random_label_epochs": Param(30, "epochs of the data-randomisation model: enough to memorise its permuted "
+                                     "labels", positive=True),
+        "bootstrap_resamples": Param(2000, "bootstrap resamples behind every 95 % interval", minimum=200,
+                                     maximum=100000),
+    },
+    "decoy": {
+        "epochs": Param(2, "epochs of the decoy model (the same architecture, trained on Decoy MNIST)",
+                        positive=True),
+        "lr": Param(0.01, "its peak learning rate: a shortcut is learned when the digits cannot fit the training "
+                    "set alone", positive=True),
+        "batch_size": Param(128, "its images per optimisation step", positive=True),
+        "n_images": Param(0, "train it on a seeded random subset of this many images; 0 = all", minimum=0),
+        "n_ground_truth": Param(128, "test images with the cue on which each method is scored, among those where "
+                                "the cue provably matters", positive=True),
     },
     "report": {
         "n_samples": Param(8, "sample images in the method gallery", positive=True, maximum=100),
@@ -115,18 +89,29 @@ SECTIONS: dict[str, dict[str, Param]] = {
     },
 }
 NESTED = {"explain": "methods"}  # section -> key holding a mapping validated elsewhere
+CONTROL = "random"  # the control method every verdict is calibrated against
 
 
 def read_yaml(path: Path = PARAMS_FILE) -> dict[str, Any]:
-    """The parsed params file; a syntax error becomes one line with its position."""
+    """The parsed params file, read as DVC reads it: YAML 1.2 (`1e-3` is a number) with ruamel.yaml, a
+    duplicate key refused. A syntax error becomes one line with its position."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.constructor import DuplicateKeyError
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
     try:
         text = Path(path).read_text()
     except FileNotFoundError:
         raise ParamError(f"{path} is missing: run from the repository root, where params.yaml lives") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
+        data = YAML(typ="safe", pure=True).load(text)
+    except DuplicateKeyError as error:
+        first, again = error.context_mark, error.problem_mark
+        key = str(error.problem).split('"')[1] if '"' in str(error.problem) else "?"
+        raise ParamError(f"{path} has the key {key!r} twice (lines {first.line + 1} and {again.line + 1}): "
+                         "keep one; DVC refuses such a file too") from None
+    except YAMLError as error:
+        mark = getattr(error, "problem_mark", None) if isinstance(error, MarkedYAMLError) else None
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise ParamError(f"{path} is not valid YAML{where}: {problem}; fix the syntax and re-run") from None
@@ -157,29 +142,62 @@ def section(data: dict[str, Any], name: str) -> SimpleNamespace:
     return SimpleNamespace(**{**{key: param.default for key, param in schema.items()}, **values})
 
 
+def validate(data: dict[str, Any]) -> dict[str, SimpleNamespace]:
+    """Every section and every method's params checked: a typo anywhere stops whichever stage runs first."""
+    for name in data:
+        if name not in SECTIONS:
+            raise _unknown_key(str(name), list(SECTIONS), "")
+    sections = {name: section(data, name) for name in SECTIONS}
+    methods = _methods(data)
+    for method, raw in methods.items():
+        _resolve_method(method, raw)
+    if CONTROL not in methods:
+        raise ParamError(f"explain.methods must include the `{CONTROL}` control ({CONTROL}: {{}}): every verdict "
+                         "is calibrated against it")
+    return sections
+
+
 def load(*names: str, path: Path = PARAMS_FILE) -> SimpleNamespace:
-    """The validated sections `names` of params.yaml, e.g. load("base", "train").train.epochs."""
-    data = read_yaml(path)
-    return SimpleNamespace(**{name: section(data, name) for name in names})
+    """The validated sections `names` of params.yaml, e.g. load("base", "train").train.epochs. The whole
+    file is checked first, so a bad value in any section fails here, before any work."""
+    sections = validate(read_yaml(path))
+    return SimpleNamespace(**{name: sections[name] for name in names})
 
 
-def configured_methods(path: Path = PARAMS_FILE) -> dict[str, dict[str, Any]]:
-    """explain.methods as {method: raw params}; an empty or malformed mapping is an error."""
-    methods = (read_yaml(path).get("explain") or {}).get("methods")
+def _methods(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    methods = (data.get("explain") or {}).get("methods")
     if not methods or not isinstance(methods, dict):
         raise ParamError("explain.methods in params.yaml is empty: list at least one method, "
                          "e.g. `saliency: {}` (see README for the names)")
     for name, value in methods.items():
         if value is not None and not isinstance(value, dict):
             raise ParamError(f"explain.methods.{name} must be a mapping of parameters (or {{}}), got {value!r}")
-    return {name: dict(value or {}) for name, value in methods.items()}
+    return {str(name): dict(value or {}) for name, value in methods.items()}
+
+
+def _resolve_method(method: str, raw: dict[str, Any]) -> dict[str, Any]:
+    from mnist_xai.attribution.registry import get_method  # torch-free
+
+    return get_method(method).resolve(raw, prefix=f"explain.methods.{method}.")
+
+
+def configured_methods(path: Path = PARAMS_FILE) -> dict[str, dict[str, Any]]:
+    """explain.methods as {method: raw params}; an empty or malformed mapping is an error."""
+    return _methods(read_yaml(path))
 
 
 def method_params(method: str, path: Path = PARAMS_FILE) -> dict[str, Any]:
     """explain.methods.<method>, validated against the method's own parameters, defaults filled in."""
-    from mnist_xai.attribution import get_method  # the registry itself imports Param from here
-
     methods = configured_methods(path)
     if method not in methods:
         raise ParamError(f"method {method!r} is not configured under explain.methods in params.yaml")
-    return get_method(method).resolve(methods[method], prefix=f"explain.methods.{method}.")
+    return _resolve_method(method, methods[method])
+
+
+def clamp(key: str, value: int, limit: int, what: str) -> int:
+    """`value`, or `limit` when it asks for more than there is, said in one warning line; record what this
+    returns, not what was asked."""
+    if value <= limit:
+        return value
+    logging.getLogger("params").warning("%s=%d asks for more than %s: using %d", key, value, what, limit)
+    return limit

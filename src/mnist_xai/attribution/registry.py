@@ -1,26 +1,27 @@
-"""The method registry: every method's function, params (with defaults and checks) and provenance."""
+"""The method registry: every method's params (with defaults and checks), provenance and properties.
+
+It imports no torch: params.yaml is checked against it in a fraction of a second. Each method's
+implementation is named as "module:function" inside this package and imported on first use.
+"""
 
 from __future__ import annotations
 
 import difflib
+import importlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-from torch import nn
-
-from mnist_xai.attribution import cam, gradients, perturbation
-from mnist_xai.attribution.core import explaining, layer_name, progress_bar, uses_channels_last
 from mnist_xai.errors import ParamError
-from mnist_xai.model import commuted
-from mnist_xai.params import Param
+from mnist_xai.schema import Param, seed_param
 
 SCORE = Param("logit", "the explained score: the target class's logit, or its softmax probability",
               choices=("logit", "softmax"))
 BATCH_SIZE = Param(128, "rows per forward pass (CPU throughput peaks at 64-256)", positive=True)
-SEED = Param(0, "seed of the method's random numbers", minimum=0)
-LAYER = Param("auto", "CAM layer by module name; 'auto' = the last conv layer's ReLU output")
+SEED = seed_param("seed of the method's random numbers")
+LAYER = Param("auto", "CAM layer by module name (a layer with a spatial [N, K, h, w] output); 'auto' = the "
+                      "model's default CAM layer, the last conv block's output")
 NOISE = {
     "n_samples": Param(50, "noisy copies per image (the paper's n)", positive=True, minimum=1),
     "sigma": Param(0.15, "noise std as a fraction of each image's range (max - min); the paper's 15%",
@@ -29,16 +30,33 @@ NOISE = {
 }
 
 
+def _one_backward(_params: dict) -> dict[str, int]:
+    return {"fb": 1}
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
-    function: Callable[..., torch.Tensor]
+    implementation: str  # "module:function" in mnist_xai.attribution, imported on first use
     family: str  # gradient | cam | perturbation | control
     reference: str  # the paper it implements
     oracle: str  # the peer implementation it matches
     conventions: str  # what a reader must know to interpret the map
     params: dict[str, Param] = field(default_factory=dict)
     signed: bool = False  # whether maps can be negative
+    passes: Callable[[dict], dict[str, int]] = _one_backward
+    """Forward ('f') and forward+backward ('fb') passes per 28x28 image, given the resolved params: the
+    benchmark's practical speed bound."""
+    commutes: bool = True
+    """Exact when every ReLU that feeds a max-pool is moved after it (see model.commuted): true of methods
+    built from ordinary forward passes and autograd gradients (max and ReLU commute, and so do their
+    gradients), which attribute() then runs on the cheaper commuted network. A rule that reads the
+    activations between the two (LRP, DeepLIFT) must set it False."""
+
+    @property
+    def function(self) -> Callable:
+        module, name = self.implementation.split(":")
+        return getattr(importlib.import_module(f"mnist_xai.attribution.{module}"), name)
 
     @property
     def all_params(self) -> dict[str, Param]:
@@ -56,34 +74,49 @@ class Method:
         resolved = {}
         for key, value in params.items():
             if key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=1)
+                close = difflib.get_close_matches(str(key), allowed, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ParamError(f"unknown parameter {prefix}{key!r} for method {self.name!r}{hint}: "
                                  f"allowed are {', '.join(sorted(allowed))}")
             resolved[key] = allowed[key].check(f"{prefix}{key}", value)
-        return {**self.defaults(), **resolved}
+        resolved = {**self.defaults(), **resolved}
+        if self.name == "occlusion" and resolved["stride"] > resolved["window"]:
+            raise ParamError(f"{prefix}stride={resolved['stride']} is not allowed with window={resolved['window']}: "
+                             "a stride larger than the window leaves pixels that no patch covers; "
+                             "use stride <= window")
+        return resolved
 
 
 _SIMONYAN = "Simonyan, Vedaldi & Zisserman 2014, Deep Inside Convolutional Networks"
 _SMILKOV = "Smilkov et al. 2017, SmoothGrad: removing noise by adding noise"
 _SELVARAJU = "Selvaraju et al. 2017, Grad-CAM"
 
+
+def _noise_passes(params: dict) -> dict[str, int]:
+    return {"fb": params["n_samples"]}
+
+
+def _occlusion_passes(params: dict, size: int = 28) -> dict[str, int]:
+    per_axis = math.ceil((size - params["window"]) / params["stride"]) + 1
+    return {"f": 1 + per_axis ** 2}
+
+
 _METHODS = [
-    Method("saliency", gradients.saliency, "gradient", _SIMONYAN, "Captum Saliency(abs=True)",
+    Method("saliency", "gradients:saliency", "gradient", _SIMONYAN, "Captum Saliency(abs=True)",
            "|d score/d x|; max over channels; non-negative"),
-    Method("smoothgrad", gradients.smoothgrad, "gradient", _SMILKOV,
+    Method("smoothgrad", "gradients:smoothgrad", "gradient", _SMILKOV,
            "Captum NoiseTunnel(Saliency), nt_type='smoothgrad', abs=False, given identical noise",
            "signed mean gradient over n noisy copies; noise std = sigma x (max - min) of each image "
-           "(the paper's 15%, not Captum's absolute 1.0)", NOISE, signed=True),
-    Method("smoothgrad_sq", gradients.smoothgrad_sq, "gradient",
+           "(the paper's 15%, not Captum's absolute 1.0)", NOISE, signed=True, passes=_noise_passes),
+    Method("smoothgrad_sq", "gradients:smoothgrad_sq", "gradient",
            "Hooker et al. 2019, A Benchmark for Interpretability Methods (SmoothGrad-Squared)",
            "Captum NoiseTunnel(Saliency), nt_type='smoothgrad_sq'",
-           "mean of the squared gradient over n noisy copies; non-negative", NOISE),
-    Method("vargrad", gradients.vargrad, "gradient", "Adebayo et al. 2018, Local explanation methods "
+           "mean of the squared gradient over n noisy copies; non-negative", NOISE, passes=_noise_passes),
+    Method("vargrad", "gradients:vargrad", "gradient", "Adebayo et al. 2018, Local explanation methods "
            "for deep neural networks lack sensitivity to parameter values (VarGrad)",
            "Captum NoiseTunnel(Saliency, abs=False), nt_type='vargrad'",
-           "variance of the gradient over n noisy copies; non-negative", NOISE),
-    Method("integrated_gradients", gradients.integrated_gradients, "gradient",
+           "variance of the gradient over n noisy copies; non-negative", NOISE, passes=_noise_passes),
+    Method("integrated_gradients", "gradients:integrated_gradients", "gradient",
            "Sundararajan, Taly & Yan 2017, Axiomatic Attribution for Deep Networks",
            "Captum IntegratedGradients with the same steps, rule and baseline",
            "(x - baseline) x path integral of the gradient; signed; sums to score(x) - score(baseline)",
@@ -97,44 +130,48 @@ _METHODS = [
                                  "images), zero (the data mean) or blur (Gaussian-blurred input)",
                                  choices=("black", "zero", "blur")),
                "blur_sigma": Param(5.0, "std in pixels of the blur baseline", positive=True),
-           }, signed=True),
-    Method("input_x_gradient", gradients.input_x_gradient, "gradient",
+           }, signed=True, passes=lambda p: {"fb": p["steps"]}),
+    Method("input_x_gradient", "gradients:input_x_gradient", "gradient",
            "Shrikumar et al. 2016, Not Just a Black Box", "Captum InputXGradient",
            "x x d score/d x, summed over channels; signed", signed=True),
-    Method("guided_backprop", gradients.guided_backprop, "gradient",
+    Method("guided_backprop", "gradients:guided_backprop", "gradient",
            "Springenberg et al. 2015, Striving for Simplicity", "Captum GuidedBackprop",
            "gradient with every ReLU passing only positive gradients of positive inputs; signed", signed=True),
-    Method("occlusion", perturbation.occlusion, "perturbation",
+    Method("occlusion", "perturbation:occlusion", "perturbation",
            "Zeiler & Fergus 2014, Visualizing and Understanding Convolutional Networks",
            "Captum Occlusion with the same window, stride and baseline",
            "score drop when a square patch is set to the baseline, averaged over the patches covering "
            "each pixel; signed", {
                "window": Param(4, "patch side in pixels", positive=True),
-               "stride": Param(2, "patch step in pixels", positive=True),
+               "stride": Param(2, "patch step in pixels, at most the window (every pixel must be covered)",
+                               positive=True),
                "baseline": Param("zero", "patch fill: zero (the data mean, the paper's grey square) or black",
                                  choices=("zero", "black")),
-           }, signed=True),
-    Method("gradcam", cam.gradcam, "cam", _SELVARAJU, "pytorch-grad-cam GradCAM",
+           }, signed=True, passes=_occlusion_passes),
+    Method("gradcam", "cam:gradcam", "cam", _SELVARAJU, "pytorch-grad-cam GradCAM; Captum LayerGradCam("
+           "relu_attributions=True) upsampled bilinearly",
            "ReLU(sum_k mean(dy/dA_k) A_k) at the layer, bilinear upsampling; non-negative. Captum's "
            "LayerGradCam differs: no ReLU and nearest upsampling by default", {"layer": LAYER}),
-    Method("gradcam_pp", cam.gradcam_pp, "cam", "Chattopadhyay et al. 2018, Grad-CAM++",
+    Method("gradcam_pp", "cam:gradcam_pp", "cam", "Chattopadhyay et al. 2018, Grad-CAM++",
            "pytorch-grad-cam GradCAMPlusPlus", "eq. 19 weights (pytorch-grad-cam's eps 1e-6); non-negative",
            {"layer": LAYER}),
-    Method("scorecam", cam.scorecam, "cam", "Wang et al. 2020, Score-CAM",
+    Method("scorecam", "cam:scorecam", "cam", "Wang et al. 2020, Score-CAM",
            "pytorch-grad-cam ScoreCAM (variant pytorch_grad_cam)",
            "variant 'authors': softmax probability of the masked input as weight (the authors' code); "
            "variant 'pytorch_grad_cam': softmax over channels of the logit; non-negative", {
                "layer": LAYER,
                "variant": Param("authors", "authors (paper and official code) or pytorch_grad_cam",
                                 choices=("authors", "pytorch_grad_cam")),
-           }),
-    Method("layercam", cam.layercam, "cam", "Jiang et al. 2021, LayerCAM", "pytorch-grad-cam LayerCAM",
+           }, passes=lambda p: {"f": 1 + 64}),
+    Method("layercam", "cam:layercam", "cam", "Jiang et al. 2021, LayerCAM", "pytorch-grad-cam LayerCAM",
            "ReLU(sum_k ReLU(dy/dA_k) * A_k); non-negative", {"layer": LAYER}),
-    Method("guided_gradcam", cam.guided_gradcam, "cam", _SELVARAJU,
+    Method("guided_gradcam", "cam:guided_gradcam", "cam", _SELVARAJU,
            "Captum GuidedGradCam(interpolate_mode='bilinear')",
-           "Guided Backprop x bilinearly upsampled GradCAM; signed", {"layer": LAYER}, signed=True),
-    Method("random", perturbation.random_map, "control", "a control, not an explanation",
-           "none", "uniform noise in [0, 1), seeded: every real method must beat it", {"seed": SEED}),
+           "Guided Backprop x bilinearly upsampled GradCAM; signed", {"layer": LAYER}, signed=True,
+           passes=lambda p: {"fb": 2}),
+    Method("random", "perturbation:random_map", "control", "a control, not an explanation",
+           "none", "uniform noise in [0, 1), seeded: every real method must beat it", {"seed": SEED},
+           passes=lambda p: {}),
 ]
 
 REGISTRY: dict[str, Method] = {method.name: method for method in _METHODS}
@@ -153,42 +190,3 @@ def get_method(name: str) -> Method:
 def is_signed(method: str) -> bool:
     """Whether `method`'s maps can be negative (a name outside the registry is assumed signed)."""
     return REGISTRY[method].signed if method in REGISTRY else True
-
-
-def attribute(method: str, model: nn.Module, inputs: torch.Tensor, targets=None, *, show_progress: bool = False,
-              **params) -> torch.Tensor:
-    """Attribution maps float32 [N, H, W] for inputs [N, C, H, W], on the inputs' device.
-
-    `targets`: class per input (a tensor, a sequence, or one int for all); None explains the
-    predicted class. `params`: the method's parameters (see REGISTRY[method].all_params).
-    `show_progress`: a tqdm bar over the images.
-    Stochastic methods are deterministic given `seed`. The model is put in eval mode with
-    frozen parameters for the call and restored afterwards.
-    """
-    spec = get_method(method)
-    resolved = spec.resolve(params)
-    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4 or not inputs.is_floating_point():
-        shape = list(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
-        raise ParamError(f"inputs must be a float tensor [N, C, H, W], got {shape}")
-    if inputs.is_inference():  # made under torch.inference_mode(): autograd cannot use it
-        inputs = inputs.clone()
-    if uses_channels_last(model):
-        inputs = inputs.contiguous(memory_format=torch.channels_last)
-    with explaining(model):
-        if targets is None:
-            with torch.inference_mode():
-                predicted = torch.cat([model(inputs[i:i + 256]).argmax(1) for i in range(0, len(inputs), 256)])
-            targets = predicted.clone()  # out of inference mode, so autograd may save it
-        targets = torch.as_tensor(targets, device=inputs.device, dtype=torch.long)
-        if targets.is_inference():
-            targets = targets.clone()
-        if targets.dim() == 0:
-            targets = targets.expand(len(inputs))
-        if targets.shape != (len(inputs),):
-            raise ParamError(f"targets must hold one class per input ({len(inputs)}), got shape {list(targets.shape)}")
-        if "layer" in resolved:
-            resolved["layer"] = layer_name(model, resolved["layer"])
-        fast = commuted(model, keep=resolved.get("layer"))  # same numbers, fewer ReLU operations
-        with progress_bar(len(inputs), method, show_progress):
-            maps = spec.function(fast, inputs, targets, **resolved)
-    return maps.detach().float().contiguous()
