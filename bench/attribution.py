@@ -36,14 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 SIGMA, N_SAMPLES, STEPS, WINDOW, STRIDE = 0.15, 50, 50, 4, 2
 
-# forward passes (f) and forward+backward passes (fb) per image that each method needs
-PASSES = {
-    "saliency": {"fb": 1}, "input_x_gradient": {"fb": 1}, "guided_backprop": {"fb": 1},
-    "smoothgrad": {"fb": N_SAMPLES}, "smoothgrad_sq": {"fb": N_SAMPLES}, "vargrad": {"fb": N_SAMPLES},
-    "integrated_gradients": {"fb": STEPS}, "gradcam": {"fb": 1}, "gradcam_pp": {"fb": 1}, "layercam": {"fb": 1},
-    "guided_gradcam": {"fb": 2}, "scorecam": {"f": 1 + 64}, "occlusion": {"f": 1 + 13 * 13}, "random": {},
-}
-
 # (peer name, list of configurations); "chunk" = images per call made by this harness
 PEERS = {
     "saliency": ("captum Saliency", [{"chunk": 512}, {"chunk": 128}, {"chunk": 64}]),
@@ -71,6 +63,15 @@ for _name in ("smoothgrad_sq", "vargrad"):
 OUR_PARAMS = {"smoothgrad": {"n_samples": N_SAMPLES, "sigma": SIGMA}, "integrated_gradients": {"steps": STEPS},
               "scorecam": {"variant": "pytorch_grad_cam"}, "occlusion": {"window": WINDOW, "stride": STRIDE}}
 OUR_PARAMS["smoothgrad_sq"] = OUR_PARAMS["vargrad"] = OUR_PARAMS["smoothgrad"]
+
+
+def passes(method: str) -> dict[str, int]:
+    """Forward ('f') and forward+backward ('fb') passes per image, as the method's registry entry declares
+    them: a new method brings its own."""
+    from mnist_xai.attribution import REGISTRY
+
+    spec = REGISTRY[method]
+    return spec.passes(spec.resolve(OUR_PARAMS.get(method, {})))
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -292,7 +293,7 @@ def driver(args) -> None:
                      for runs, config in zip(peer_rounds, configs, strict=True)]
         valid = [run for run in peer_runs if "error" not in run]
         best = max(valid, key=lambda run: run["images_per_second"]) if valid else None
-        bound = _bound(PASSES[method], rates)
+        bound = _bound(passes(method), rates)
         row = {"method": method, "ours": ours, "peer": peer_name, "peer_best": best, "peer_runs": peer_runs,
                "bound_images_per_second": bound}
         if "error" not in ours:

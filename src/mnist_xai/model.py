@@ -16,9 +16,6 @@ from torch import nn
 
 from mnist_xai.errors import UserError
 
-CAM_LAYER = "relu2"
-"""The default CAM layer: the second conv block's ReLU output, before pooling (64 x 11 x 11)."""
-
 
 class ModelError(UserError):
     """A model file is missing or does not fit the architecture."""
@@ -26,6 +23,9 @@ class ModelError(UserError):
 
 class MnistCNN(nn.Sequential):
     """conv(1->c1, 3x3) relu pool2 -> conv(c1->c2, 3x3) relu pool2 -> fc(c2*5*5 -> hidden) relu dropout fc(->10)."""
+
+    cam_layer = "relu2"
+    """The default CAM layer: the second conv block's ReLU output, before pooling (c2 x 11 x 11)."""
 
     def __init__(self, channels1: int = 32, channels2: int = 64, hidden: int = 128, dropout: float = 0.25,
                  n_classes: int = 10):
@@ -44,6 +44,18 @@ class MnistCNN(nn.Sequential):
         ]))
 
 
+def build_model(train: dict) -> nn.Module:
+    """A fresh network as params.yaml's train section describes it, after checking that training it fits in
+    memory (a too large layer is one line, not a crash)."""
+    from mnist_xai.memory import require
+
+    needed = training_bytes(train["channels1"], train["channels2"], train["hidden"], train["batch_size"])
+    require(needed, f"training a CNN with channels1={train['channels1']}, channels2={train['channels2']}, "
+            f"hidden={train['hidden']} and batch_size={train['batch_size']}", "make the train section's layers "
+            "or batch smaller")
+    return MnistCNN(train["channels1"], train["channels2"], train["hidden"], train["dropout"])
+
+
 def architecture(state_dict: dict[str, torch.Tensor]) -> dict[str, int]:
     """The constructor arguments that a state_dict was saved from."""
     return {
@@ -59,7 +71,7 @@ def save_model(model: nn.Module, path: str | Path) -> None:
     written atomically."""
     import io
 
-    from mnist_xai.io import atomic_write_bytes
+    from mnist_xai.files import atomic_write_bytes
 
     buffer = io.BytesIO()
     torch.save({name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}, buffer)
@@ -126,6 +138,11 @@ def commuted(model: nn.Module, keep: str | None = None) -> nn.Module:
     return model if reordered == children else nn.Sequential(OrderedDict(reordered))
 
 
-def layer_names(model: nn.Module) -> list[str]:
-    """Names of the model's leaf modules, as `named_modules` spells them."""
-    return [name for name, module in model.named_modules() if name and not list(module.children())]
+def training_bytes(channels1: int, channels2: int, hidden: int, batch_size: int, eval_batch: int = 1000) -> int:
+    """About how much memory training MnistCNN takes: weights, gradients and AdamW's two moments (4 copies of
+    every parameter), plus the activations of one training batch (kept for the backward pass, about 3 values
+    each) or of one evaluation batch, whichever is larger; float32 throughout."""
+    parameters = (9 * channels1 + channels1 + 9 * channels1 * channels2 + channels2 + 25 * channels2 * hidden
+                  + hidden + 10 * hidden + 10)
+    per_image = 26 * 26 * channels1 + 13 * 13 * channels1 + 11 * 11 * channels2 + 5 * 5 * channels2 + hidden + 10
+    return 4 * (4 * parameters + per_image * max(3 * batch_size, eval_batch))

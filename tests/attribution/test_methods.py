@@ -67,9 +67,29 @@ def test_unknown_method_lists_the_valid_names(trained_model, batch):
 
 
 def test_unknown_layer_lists_the_valid_names(trained_model, batch):
-    with pytest.raises(ParamError, match=r"unknown layer 'relu9' for a CAM method: choose one of conv1, relu1, "
-                                         r"pool1, conv2, relu2"):
+    with pytest.raises(ParamError, match=r"layer 'relu9' is unknown for a CAM method: choose one of conv1, relu1, "
+                                         r"pool1, conv2, relu2, pool2$"):
         attribute("gradcam", trained_model, *batch, layer="relu9")
+
+
+CAM_METHODS = [m for m in METHODS if "layer" in REGISTRY[m].params]
+
+
+@pytest.mark.parametrize("method", CAM_METHODS)
+@pytest.mark.parametrize("layer", ["flatten", "fc1", "relu3", "dropout", "fc2"])
+def test_a_layer_without_a_spatial_output_is_refused_by_every_cam_method(trained_model, batch, method, layer):
+    """These layers' outputs are vectors: there is no map to weight. Refused with one line (an IndexError
+    traceback before), and the list offered holds only layers that work."""
+    with pytest.raises(ParamError, match=rf"layer '{layer}' is not a spatial layer .* for a CAM method: choose one "
+                                         r"of conv1, relu1, pool1, conv2, relu2, pool2$"):
+        attribute(method, trained_model, *batch, layer=layer)
+
+
+@pytest.mark.parametrize("method", CAM_METHODS)
+@pytest.mark.parametrize("layer", ["conv1", "relu1", "pool1", "conv2", "pool2"])
+def test_every_listed_spatial_layer_works_for_every_cam_method(trained_model, batch, method, layer):
+    maps = attribute(method, trained_model, *batch, layer=layer)
+    assert maps.shape == (16, 28, 28) and torch.isfinite(maps).all()
 
 
 def test_bad_param_value(trained_model, batch):
@@ -95,3 +115,36 @@ def test_integrated_gradients_completeness(trained_model, batch):
         gap = trained_model(x).gather(1, labels[:, None]).squeeze(1) - \
             trained_model(torch.full_like(x, BLACK)).gather(1, labels[:, None]).squeeze(1)
     torch.testing.assert_close(maps.sum(dim=(1, 2)), gap, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("stride", [5, 30])
+def test_an_occlusion_stride_larger_than_its_window_is_refused(trained_model, batch, stride):
+    """With stride 5 and window 4 a third of the pixels are covered by no patch (NaN maps before); stride 30
+    was a traceback."""
+    with pytest.raises(ParamError, match=rf"stride={stride} is not allowed with window=4: a stride larger than "
+                                         r"the window leaves pixels that no patch covers"):
+        attribute("occlusion", trained_model, *batch, stride=stride)
+
+
+def test_a_non_finite_map_is_an_error_naming_the_method_and_its_params(trained_model, batch):
+    """No map may hold NaN or inf: an input that makes the gradient infinite is caught at the source."""
+    from mnist_xai.attribution.core import AttributionError
+
+    x, labels = batch
+    broken = x.clone()
+    broken[0, 0, 0, 0] = float("nan")
+    with pytest.raises(AttributionError, match=r"input_x_gradient gave NaN or inf in 1 of 16 maps with params "
+                                               r"\{'score': 'logit'\}"):
+        attribute("input_x_gradient", trained_model, broken, labels)
+
+
+@pytest.mark.parametrize("method, params", [("smoothgrad", {"n_samples": 300, "batch_size": 64}),
+                                            ("integrated_gradients", {"steps": 300, "batch_size": 64})])
+def test_many_samples_are_chunked_to_the_batch_size_with_the_same_maps(trained_model, batch, method, params):
+    """n_samples (or steps) far above batch_size no longer materialise every noisy copy at once (10 GB of RSS
+    and a crash for n_samples = 10^6): they are differentiated batch_size rows at a time, and on the CPU the
+    maps equal the unchunked computation's up to float32 summation order."""
+    x, labels = batch
+    chunked = attribute(method, trained_model, x[:2], labels[:2], **params)
+    whole = attribute(method, trained_model, x[:2], labels[:2], **{**params, "batch_size": 600})
+    torch.testing.assert_close(chunked, whole, rtol=1e-4, atol=1e-5 * whole.abs().max().item())

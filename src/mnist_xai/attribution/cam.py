@@ -16,7 +16,6 @@ from mnist_xai.attribution.core import (
     chunks,
     image_chunks,
     images_per_chunk,
-    resolve_layer,
     target_scores,
     upsample,
 )
@@ -25,20 +24,23 @@ from mnist_xai.attribution.gradients import guided_relus
 
 def activations_and_gradients(model, x, targets, *, layer, score):
     """The layer's output A and d score / d A for a batch."""
-    module = resolve_layer(model, layer)
-    with capture_output(module, requires_grad=True) as captured, torch.enable_grad():
+    with capture_output(model.get_submodule(layer), requires_grad=True) as captured, torch.enable_grad():
         scores = target_scores(model(x), targets, score)
         activation = captured["activation"]
         (grads,) = torch.autograd.grad(scores.sum(), activation)
     return activation.detach(), grads
 
 
-def _gradcam_weights(activation, grads):
+# One weights function per CAM: activations A and gradients G [N, K, h, w] -> weights that broadcast against A.
+# The map is then ReLU(sum_k weights_k * A_k), upsampled. A new gradient CAM is one such function, one
+# `gradient_cam(...)` line below and one registry entry.
+
+def gradcam_weights(activation, grads):
     """alpha_k = mean of dy/dA_k over space (Selvaraju et al. 2017)."""
-    return grads.mean(dim=(2, 3))
+    return grads.mean(dim=(2, 3), keepdim=True)
 
 
-def _gradcam_pp_weights(activation, grads):
+def gradcam_pp_weights(activation, grads):
     """Chattopadhyay et al. 2018, eq. 19 with the exponential-score simplification, as pytorch-grad-cam
     computes it (including its eps=1e-6 and zeroing where the gradient is 0)."""
     grads_2 = grads.pow(2)
@@ -46,40 +48,33 @@ def _gradcam_pp_weights(activation, grads):
     sum_activation = activation.sum(dim=(2, 3), keepdim=True)
     alpha = grads_2 / (2 * grads_2 + sum_activation * grads_3 + 1e-6)
     alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
-    return (grads.clamp_min(0) * alpha).sum(dim=(2, 3))
+    return (grads.clamp_min(0) * alpha).sum(dim=(2, 3), keepdim=True)
 
 
-def _low_res_cam(model, x, targets, *, layer, score, rule):
-    activation, grads = activations_and_gradients(model, x, targets, layer=layer, score=score)
-    if rule == "layercam":  # Jiang et al. 2021: element-wise positive gradients as weights
-        cam = (grads.clamp_min(0) * activation).sum(dim=1, keepdim=True)
-    else:
-        weights = _gradcam_weights(activation, grads) if rule == "gradcam" else _gradcam_pp_weights(activation, grads)
-        cam = (weights[:, :, None, None] * activation).sum(dim=1, keepdim=True)
-    return cam.clamp_min(0)
+def layercam_weights(activation, grads):
+    """Element-wise positive gradients (Jiang et al. 2021)."""
+    return grads.clamp_min(0)
 
 
-def _cam(model, x, targets, *, layer, score, batch_size, rule):
-    maps = torch.empty(x.shape[0], *x.shape[2:], device=x.device)
-    for rows in image_chunks(len(x), batch_size):
-        cam = _low_res_cam(model, x[rows], targets[rows], layer=layer, score=score, rule=rule)
-        maps[rows] = upsample(cam, x.shape[2:])[:, 0]
-    return maps
+def gradient_cam(weights):
+    """The skeleton every gradient CAM shares (after pytorch-grad-cam's BaseCAM): one forward pass with the
+    layer's output captured, one backward pass to that output only, `weights`, ReLU, bilinear upsampling."""
+
+    def method(model, x, targets, *, layer, score, batch_size):
+        maps = torch.empty(x.shape[0], *x.shape[2:], device=x.device)
+        for rows in image_chunks(len(x), batch_size):
+            activation, grads = activations_and_gradients(model, x[rows], targets[rows], layer=layer, score=score)
+            cam = (weights(activation, grads) * activation).sum(dim=1, keepdim=True).clamp_min(0)
+            maps[rows] = upsample(cam, x.shape[2:])[:, 0]
+        return maps
+
+    method.__doc__ = weights.__doc__
+    return method
 
 
-def gradcam(model, x, targets, *, layer, score, batch_size):
-    """ReLU(sum_k mean(dy/dA_k) A_k) (Selvaraju et al. 2017); pytorch-grad-cam GradCAM."""
-    return _cam(model, x, targets, layer=layer, score=score, batch_size=batch_size, rule="gradcam")
-
-
-def gradcam_pp(model, x, targets, *, layer, score, batch_size):
-    """GradCAM++ (Chattopadhyay et al. 2018); pytorch-grad-cam GradCAMPlusPlus."""
-    return _cam(model, x, targets, layer=layer, score=score, batch_size=batch_size, rule="gradcam_pp")
-
-
-def layercam(model, x, targets, *, layer, score, batch_size):
-    """ReLU(sum_k ReLU(dy/dA_k) * A_k) (Jiang et al. 2021); pytorch-grad-cam LayerCAM."""
-    return _cam(model, x, targets, layer=layer, score=score, batch_size=batch_size, rule="layercam")
+gradcam = gradient_cam(gradcam_weights)  # pytorch-grad-cam GradCAM
+gradcam_pp = gradient_cam(gradcam_pp_weights)  # pytorch-grad-cam GradCAMPlusPlus
+layercam = gradient_cam(layercam_weights)  # pytorch-grad-cam LayerCAM
 
 
 def guided_gradcam(model, x, targets, *, layer, score, batch_size):
@@ -88,7 +83,7 @@ def guided_gradcam(model, x, targets, *, layer, score, batch_size):
 
     One forward pass serves both: an ordinary backward pass to the CAM layer (GradCAM's weights), then a
     guided one to the input; the ReLUs choose their backward rule when it runs."""
-    module = resolve_layer(model, layer)
+    module = model.get_submodule(layer)
     maps = torch.empty(x.shape[0], *x.shape[2:], device=x.device)
     for rows in image_chunks(len(x), batch_size):
         images = x[rows].detach().requires_grad_(True)
@@ -99,15 +94,14 @@ def guided_gradcam(model, x, targets, *, layer, score, batch_size):
             (layer_grads,) = torch.autograd.grad(total, activation, retain_graph=True)
             mode["guided"] = True
             (guided,) = torch.autograd.grad(total, images)
-        cam = (_gradcam_weights(activation, layer_grads)[:, :, None, None] * activation.detach()).sum(1, keepdim=True)
+        cam = (gradcam_weights(activation, layer_grads) * activation.detach()).sum(1, keepdim=True)
         maps[rows] = (guided * upsample(cam.clamp_min(0), x.shape[2:])).sum(dim=1)
     return maps
 
 
 @torch.inference_mode()
 def _layer_activations(model, x, layer):
-    module = resolve_layer(model, layer)
-    with capture_output(module, requires_grad=False) as captured:
+    with capture_output(model.get_submodule(layer), requires_grad=False) as captured:
         model(x)
     return captured["activation"]
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnist_xai.errors import ParamError
+from mnist_xai.errors import ParamError, UserError
 
 
 def target_scores(logits: torch.Tensor, targets: torch.Tensor, score: str) -> torch.Tensor:
@@ -101,8 +101,27 @@ def uses_channels_last(model: nn.Module) -> bool:
     )
 
 
+def spatial_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Names of the modules whose output is a feature map [N, K, h, w]: the layers a CAM can use. Found by one
+    forward pass of `example` (one image), so any architecture works."""
+    dims: dict[str, int] = {}
+    handles = [module.register_forward_hook(
+        lambda _m, _i, output, name=name: dims.__setitem__(name, output.dim() if torch.is_tensor(output) else 0))
+        for name, module in model.named_modules() if name]
+    try:
+        with torch.inference_mode():
+            model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [name for name, _ in model.named_modules() if dims.get(name) == 4]
+
+
 def default_cam_layer(model: nn.Module) -> str:
-    """The last Conv2d's output, taken after its ReLU when a ReLU module follows it."""
+    """The model's own `cam_layer` when it names one (every architecture here does: the last conv block's
+    output); otherwise the last Conv2d, taken after its ReLU when a ReLU module follows it."""
+    if getattr(model, "cam_layer", None):
+        return model.cam_layer
     names = [(name, module) for name, module in model.named_modules() if name]
     last_conv = max((i for i, (_, m) in enumerate(names) if isinstance(m, nn.Conv2d)), default=None)
     if last_conv is None:
@@ -111,20 +130,16 @@ def default_cam_layer(model: nn.Module) -> str:
     return names[last_conv + 1][0] if isinstance(following, nn.ReLU) else names[last_conv][0]
 
 
-def layer_name(model: nn.Module, layer: str) -> str:
-    """`layer` checked against the model's module names ('auto': see default_cam_layer); a clear error
+def layer_name(model: nn.Module, layer: str, example: torch.Tensor) -> str:
+    """`layer` checked against the model's spatial layers ('auto': see default_cam_layer); a clear error
     lists the valid names."""
-    if layer == "auto":
-        return default_cam_layer(model)
-    names = [name for name, _ in model.named_modules() if name]
-    if layer not in names:
-        raise ParamError(f"unknown layer {layer!r} for a CAM method: choose one of {', '.join(names)}")
-    return layer
-
-
-def resolve_layer(model: nn.Module, layer: str) -> nn.Module:
-    """The module named `layer` (see layer_name)."""
-    return model.get_submodule(layer_name(model, layer))
+    name = default_cam_layer(model) if layer == "auto" else layer
+    valid = spatial_layers(model, example)
+    if name not in valid:
+        kind = "not a spatial layer (its output is not a [N, K, h, w] feature map)" if name in dict(
+            model.named_modules()) else "unknown"
+        raise ParamError(f"layer {name!r} is {kind} for a CAM method: choose one of {', '.join(valid)}")
+    return name
 
 
 @contextmanager
@@ -149,3 +164,57 @@ def capture_output(module: nn.Module, requires_grad: bool, detach: bool = True):
 def reduce_channels(maps: torch.Tensor) -> torch.Tensor:
     """[N, C, H, W] -> [N, H, W] by summing channels (a no-op squeeze for greyscale)."""
     return maps.sum(dim=1)
+
+
+class AttributionError(UserError):
+    """A method produced maps that cannot be used (NaN or inf)."""
+
+
+def attribute(method: str, model: nn.Module, inputs: torch.Tensor, targets=None, *, show_progress: bool = False,
+              **params) -> torch.Tensor:
+    """Attribution maps float32 [N, H, W] for inputs [N, C, H, W], on the inputs' device.
+
+    `targets`: class per input (a tensor, a sequence, or one int for all); None explains the
+    predicted class. `params`: the method's parameters (see REGISTRY[method].all_params).
+    `show_progress`: a tqdm bar over the images.
+    Stochastic methods are deterministic given `seed`. The model is put in eval mode with
+    frozen parameters for the call and restored afterwards. Methods whose `commutes` property holds
+    run on model.commuted(model): the same numbers, with fewer ReLU operations. A map holding NaN or
+    inf is an error that names the method and its params.
+    """
+    from mnist_xai.attribution.registry import get_method
+    from mnist_xai.model import commuted
+
+    spec = get_method(method)
+    resolved = spec.resolve(params)
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4 or not inputs.is_floating_point():
+        shape = list(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
+        raise ParamError(f"inputs must be a float tensor [N, C, H, W], got {shape}")
+    if inputs.is_inference():  # made under torch.inference_mode(): autograd cannot use it
+        inputs = inputs.clone()
+    if uses_channels_last(model):
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    with explaining(model):
+        if targets is None:
+            with torch.inference_mode():
+                predicted = torch.cat([model(inputs[i:i + 256]).argmax(1) for i in range(0, len(inputs), 256)])
+            targets = predicted.clone()  # out of inference mode, so autograd may save it
+        targets = torch.as_tensor(targets, device=inputs.device, dtype=torch.long)
+        if targets.is_inference():
+            targets = targets.clone()
+        if targets.dim() == 0:
+            targets = targets.expand(len(inputs))
+        if targets.shape != (len(inputs),):
+            raise ParamError(f"targets must hold one class per input ({len(inputs)}), got shape {list(targets.shape)}")
+        if "layer" in resolved:
+            resolved["layer"] = layer_name(model, resolved["layer"], inputs[:1])
+        network = commuted(model, keep=resolved.get("layer")) if spec.commutes else model
+        with progress_bar(len(inputs), method, show_progress):
+            maps = spec.function(network, inputs, targets, **resolved)
+    maps = maps.detach().float().contiguous()
+    bad = ~torch.isfinite(maps).flatten(1).all(dim=1)
+    if bad.any():
+        shown = {k: v for k, v in resolved.items() if k != "batch_size"}
+        raise AttributionError(f"{method} gave NaN or inf in {int(bad.sum())} of {len(maps)} maps with params "
+                               f"{shown}; change the params (or report a bug if they are the defaults)")
+    return maps

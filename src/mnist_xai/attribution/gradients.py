@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnist_xai.attribution.core import image_chunks, images_per_chunk, input_gradients, reduce_channels
+from mnist_xai.attribution.core import chunks, image_chunks, images_per_chunk, input_gradients, reduce_channels
 from mnist_xai.data import BLACK
 
 
@@ -32,23 +32,37 @@ def _noisy_gradient_moments(model, x, targets, *, n_samples, sigma, seed, score,
     paper's noise level relative to each image's range (Smilkov et al. 2017).
     Drawn from one generator seeded with `seed`, image by image, sample by
     sample in Captum NoiseTunnel's layout (x.repeat_interleave(n)), so that with
-    the same seed and stdev the noise is bit-identical to Captum's.
+    the same seed and stdev the noise is bit-identical to Captum's. The noisy rows
+    are drawn and differentiated `batch_size` at a time, so memory stays bounded
+    however large n is (on the CPU, successive draws of whole 28x28 images continue
+    one stream: the noise does not depend on batch_size).
     """
     generator = torch.Generator(device=x.device).manual_seed(seed)
     mean = torch.empty_like(x)
     mean_square = torch.empty_like(x)
-    per_chunk = images_per_chunk(batch_size, n_samples)
-    for rows in image_chunks(len(x), per_chunk):
-        images = x[rows]
-        count = len(images)
+    for rows in image_chunks(len(x), images_per_chunk(batch_size, n_samples)):
+        images, image_targets = x[rows], targets[rows]
         spread = images.flatten(1).amax(1) - images.flatten(1).amin(1)
-        stdev = (sigma * spread).repeat_interleave(n_samples).view(-1, *(1,) * (x.dim() - 1))
-        noise = torch.randn((count * n_samples, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
-        noisy = images.repeat_interleave(n_samples, dim=0) + noise * stdev
-        grads = input_gradients(model, noisy, targets[rows].repeat_interleave(n_samples), score)
-        grads = grads.view(count, n_samples, *x.shape[1:])
-        mean[rows] = grads.sum(dim=1) / n_samples
-        mean_square[rows] = grads.pow(2).sum(dim=1) / n_samples
+        total = torch.zeros_like(images)
+        total_square = torch.zeros_like(images)
+        for part in chunks(len(images) * n_samples, batch_size):
+            owner = torch.arange(part.start, part.stop, device=x.device) // n_samples  # image of each noisy row
+            # drawn exactly as Captum draws it: std = sigma x spread rounded once from float64 to float32, then
+            # torch.normal(0, std) in float32 (torch's default dtype, whatever x's). The same kernel then rounds
+            # std x z the same way on every CPU; one ulp of difference in the noise can flip a ReLU or a max-pool
+            stdev = (sigma * spread[owner].double()).float().view(-1, *(1,) * (x.dim() - 1))
+            stdev = stdev.expand(len(owner), *x.shape[1:])
+            noise = torch.normal(0.0, stdev, generator=generator)
+            noisy = images[owner] + noise.to(x.dtype)
+            grads = input_gradients(model, noisy, image_targets[owner], score)
+            if len(owner) == len(images) * n_samples:  # the whole chunk in one pass: reduce as Captum does
+                total += grads.view(len(images), n_samples, *x.shape[1:]).sum(dim=1)
+                total_square += grads.pow(2).view(len(images), n_samples, *x.shape[1:]).sum(dim=1)
+            else:
+                total.index_add_(0, owner, grads)
+                total_square.index_add_(0, owner, grads.pow(2))
+        mean[rows] = total / n_samples
+        mean_square[rows] = total_square / n_samples
     return mean, mean_square
 
 
@@ -114,17 +128,22 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def integrated_gradients(model, x, targets, *, steps, rule, baseline, blur_sigma, score, batch_size):
-    """(x - x') * integral of the gradient along the straight path x' -> x (Sundararajan et al. 2017)."""
+    """(x - x') * integral of the gradient along the straight path x' -> x (Sundararajan et al. 2017).
+    The path points are differentiated `batch_size` rows at a time, so memory stays bounded for any `steps`."""
     sizes, alphas = quadrature(rule, steps)
-    step_sizes = torch.tensor(sizes, dtype=x.dtype, device=x.device).view(steps, 1, *(1,) * (x.dim() - 1))
-    alpha = torch.tensor(alphas, dtype=x.dtype, device=x.device).view(steps, 1, *(1,) * (x.dim() - 1))
+    step_sizes = torch.tensor(sizes, dtype=x.dtype, device=x.device)
+    alpha = torch.tensor(alphas, dtype=x.dtype, device=x.device)
     reference = baseline_for(x, baseline, blur_sigma)
     maps = torch.empty(x.shape[0], *x.shape[2:], device=x.device)
+    ones = (1,) * (x.dim() - 1)
     for rows in image_chunks(len(x), images_per_chunk(batch_size, steps)):
         images, base = x[rows], reference[rows]
-        path = (base.unsqueeze(0) + alpha * (images - base).unsqueeze(0)).flatten(0, 1)  # step-major, like Captum
-        grads = input_gradients(model, path, targets[rows].repeat(steps), score)
-        total = (grads.view(steps, len(images), *x.shape[1:]) * step_sizes).sum(dim=0)
+        total = torch.zeros_like(images)
+        for part in chunks(steps, max(1, batch_size // len(images))):  # step-major, like Captum
+            a = alpha[part].view(-1, 1, *ones)
+            path = (base.unsqueeze(0) + a * (images - base).unsqueeze(0)).flatten(0, 1)
+            grads = input_gradients(model, path, targets[rows].repeat(len(a)), score)
+            total += (grads.view(len(a), len(images), *x.shape[1:]) * step_sizes[part].view(-1, 1, *ones)).sum(dim=0)
         maps[rows] = reduce_channels(total * (images - base))
     return maps
 
