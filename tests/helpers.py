@@ -15,6 +15,13 @@ ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "src", ".dvc/config", ".dvcignore", ".gitignore"]
 
 
+class Exploit:
+    """A pickle that would run `touch pwned` when unpickled: weights-only loading must refuse it unrun."""
+
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
 def deep_update(target: dict, changes: dict) -> dict:
     for key, value in changes.items():
         if isinstance(value, dict) and isinstance(target.get(key), dict):
@@ -29,6 +36,7 @@ class PipelineRepo:
     path: Path
     env: dict = field(default_factory=dict)
     first_repro: subprocess.CompletedProcess | None = None
+    import_log: Path | None = None  # what each stage of the first repro loaded (MNIST_XAI_IMPORT_LOG)
 
     @classmethod
     def create(cls, path: Path, params: dict | None = None, env: dict | None = None) -> PipelineRepo:

@@ -7,7 +7,7 @@ import pytest
 
 from mnist_xai import data
 from mnist_xai.data import DataError
-from tests.conftest import SHARED_DATA
+from tests.conftest import ARCHIVES, ROOT
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -51,11 +51,24 @@ def test_real_mnist_matches_the_published_label_counts(mnist_dir):
     assert np.bincount(test_labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
-def test_committed_archives_verify(tmp_path, monkeypatch):
-    """The default works offline: the copy kept in the repository passes the checksums."""
+@pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
+def test_committed_archives_verify_with_no_mirror_set(tmp_path, monkeypatch, dataset):
+    """The default works offline: the copy the repository commits, found from the repository that runs (here the
+    working directory), passes the checksums with no mirror variable set."""
     monkeypatch.delenv(data.MIRRORS_ENV, raising=False)
-    written = data.download("mnist", tmp_path / "mnist")
-    assert sorted(p.name for p in written) == sorted(data.DATASETS["mnist"].sha256)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.chdir(ROOT)
+    written = data.download(dataset, tmp_path / dataset)
+    assert sorted(p.name for p in written) == sorted(data.DATASETS[dataset].sha256)
+
+
+def test_archives_are_found_in_the_repository_that_runs_not_the_package(tmp_path, monkeypatch):
+    """A copy run with another checkout's environment reads its own archives: the package's own folder (this
+    checkout) is never consulted."""
+    monkeypatch.delenv(data.MIRRORS_ENV, raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "copy"))
+    assert data.mirrors_for(data.DATASETS["mnist"])[0] == str(tmp_path / "copy" / "archives" / "mnist")
+    assert not any(str(ROOT) in mirror for mirror in data.mirrors_for(data.DATASETS["mnist"]))
 
 
 def _bad_mirror(tmp_path, name="bad"):
@@ -68,7 +81,7 @@ def _bad_mirror(tmp_path, name="bad"):
 
 
 def test_wrong_checksum_logs_one_line_and_tries_the_next_mirror(tmp_path, monkeypatch, caplog):
-    monkeypatch.setenv(data.MIRRORS_ENV, f"{_bad_mirror(tmp_path)},{SHARED_DATA / 'mnist'}")
+    monkeypatch.setenv(data.MIRRORS_ENV, f"{_bad_mirror(tmp_path)},{ARCHIVES / 'mnist'}")
     with caplog.at_level(logging.WARNING, logger="mnist_xai.data"):
         data.download("mnist", tmp_path / "out")
     warnings = [r.getMessage() for r in caplog.records]
@@ -79,11 +92,12 @@ def test_wrong_checksum_logs_one_line_and_tries_the_next_mirror(tmp_path, monkey
 def test_every_mirror_failing_lists_what_was_tried_and_writes_nothing(tmp_path, monkeypatch):
     original = data.DATASETS["mnist"]
     monkeypatch.setitem(data.DATASETS, "mnist", data.Dataset(
-        "mnist", original.class_names, original.sha256, mirrors=(str(tmp_path / "missing"),), counts={}))
+        "mnist", original.class_names, original.sha256, mirrors=(str(tmp_path / "missing"),)))
+    monkeypatch.chdir(tmp_path)  # a repository without archives: the committed copy is not there to rescue it
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     for file_name in original.sha256:  # real archives, truncated
-        archive = (SHARED_DATA / "mnist" / f"{file_name}.gz").read_bytes()
+        archive = (ARCHIVES / "mnist" / f"{file_name}.gz").read_bytes()
         (corrupt / f"{file_name}.gz").write_bytes(archive[: len(archive) // 2])
     monkeypatch.setenv(data.MIRRORS_ENV, f"{_bad_mirror(tmp_path)},{corrupt}")
     out = tmp_path / "out"
@@ -99,11 +113,13 @@ def test_every_mirror_failing_lists_what_was_tried_and_writes_nothing(tmp_path, 
 
 def test_mirrors_env_goes_first_and_expands_dataset(monkeypatch):
     monkeypatch.setenv(data.MIRRORS_ENV, "/a/{dataset}, https://example.org/{dataset}/")
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
     mirrors = data.mirrors_for(data.DATASETS["fashion-mnist"])
-    assert mirrors[:2] == ["/a/fashion-mnist", "https://example.org/fashion-mnist/"]
-    assert mirrors[2:] == list(data.DATASETS["fashion-mnist"].mirrors)
+    assert mirrors[:3] == ["/a/fashion-mnist", "https://example.org/fashion-mnist/", str(ARCHIVES / "fashion-mnist")]
+    assert mirrors[3:] == list(data.DATASETS["fashion-mnist"].mirrors)
     assert mirrors[-1] == "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
-    assert data.DATASETS["mnist"].mirrors[1] == "https://ossci-datasets.s3.amazonaws.com/mnist/"
+    assert data.DATASETS["mnist"].mirrors[0] == "https://ossci-datasets.s3.amazonaws.com/mnist/"
 
 
 def test_unknown_dataset():
@@ -111,7 +127,9 @@ def test_unknown_dataset():
         data.get_dataset("cifar")
 
 
-def test_fashion_mnist_downloads_and_verifies(tmp_path):
+def test_fashion_mnist_downloads_and_verifies(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.MIRRORS_ENV, raising=False)
+    monkeypatch.chdir(ROOT)
     written = data.download("fashion-mnist", tmp_path)
     payload = (tmp_path / "t10k-labels-idx1-ubyte").read_bytes()
     assert hashlib.sha256(payload).hexdigest() == data.DATASETS["fashion-mnist"].sha256["t10k-labels-idx1-ubyte"]

@@ -20,11 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from mnist_xai.errors import UserError
-from mnist_xai.io import atomic_write_bytes
+from mnist_xai.files import atomic_write_bytes, repo_root
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 MIRRORS_ENV = "MNIST_XAI_MIRRORS"
 """Comma-separated mirrors tried before the built-in ones; `{dataset}` is replaced by the dataset name."""
 
@@ -39,8 +38,7 @@ class Dataset:
     name: str
     class_names: tuple[str, ...]
     sha256: dict[str, str]  # decompressed IDX file name -> SHA-256
-    mirrors: tuple[str, ...]  # tried in order after MNIST_XAI_MIRRORS
-    counts: dict[str, int]  # split -> number of images
+    mirrors: tuple[str, ...]  # tried in order after MNIST_XAI_MIRRORS and the committed copy
 
 
 DATASETS = {
@@ -54,11 +52,9 @@ DATASETS = {
             "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
         },
         mirrors=(
-            str(REPO_ROOT / "archives" / "mnist"),  # committed copy: the default works offline
             "https://ossci-datasets.s3.amazonaws.com/mnist/",  # torchvision's mirrors, in its order
             "http://yann.lecun.com/exdb/mnist/",
         ),
-        counts={"train": 60000, "test": 10000},
     ),
     "fashion-mnist": Dataset(
         name="fashion-mnist",
@@ -76,7 +72,6 @@ DATASETS = {
             "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
             "/usr/share/datasets/fashion-mnist",  # Debian package dataset-fashion-mnist
         ),
-        counts={"train": 60000, "test": 10000},
     ),
 }
 
@@ -102,9 +97,11 @@ def get_dataset(name: str) -> Dataset:
 
 
 def mirrors_for(dataset: Dataset) -> list[str]:
-    """The mirrors to try, in order: MNIST_XAI_MIRRORS first, then the built-in ones."""
+    """The mirrors to try, in order: MNIST_XAI_MIRRORS, the copy committed in the repository that runs
+    (archives/<dataset>/, so the default works offline), then the built-in ones."""
     extra = [m.strip().replace("{dataset}", dataset.name) for m in os.environ.get(MIRRORS_ENV, "").split(",")]
-    return [m for m in extra if m] + list(dataset.mirrors)
+    committed = repo_root() / "archives" / dataset.name
+    return [m for m in extra if m] + [str(committed)] + list(dataset.mirrors)
 
 
 def _is_url(mirror: str) -> bool:

@@ -3,23 +3,35 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torch import nn
 
 from mnist_xai.data import normalize
-from mnist_xai.model import commuted
 
 
-@torch.inference_mode()
-def predict(model: nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 500) -> np.ndarray:
-    """Predicted class of every uint8 image [N, 28, 28]."""
+def logits(model, images: np.ndarray, device, batch_size: int = 1000):
+    """The model's outputs [N, classes] for every uint8 image [N, 28, 28], as a CPU tensor (torch is imported
+    here, so that the metrics below can be used without it)."""
+    import torch
+
+    from mnist_xai.model import commuted
+
     model.eval()
     fast = commuted(model)
-    predictions = []
-    for start in range(0, len(images), batch_size):
-        x = normalize(images[start:start + batch_size]).to(device).contiguous(memory_format=torch.channels_last)
-        predictions.append(fast(x).argmax(1).cpu())
-    return torch.cat(predictions).numpy().astype(np.int64)
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            x = normalize(images[start:start + batch_size]).to(device).contiguous(memory_format=torch.channels_last)
+            out.append(fast(x).cpu())
+    return torch.cat(out)
+
+
+def predict(model, images: np.ndarray, device, batch_size: int = 1000) -> np.ndarray:
+    """Predicted class of every uint8 image [N, 28, 28]."""
+    return logits(model, images, device, batch_size).argmax(dim=1).numpy().astype(np.int64)
+
+
+def predict_probabilities(model, images: np.ndarray, device, batch_size: int = 1000) -> np.ndarray:
+    """Softmax probabilities [N, classes] of every uint8 image [N, 28, 28]."""
+    return logits(model, images, device, batch_size).softmax(dim=1).numpy()
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Explaining a set of test images with one method, timed, and the file format that holds the result."""
+"""Explaining a set of test images with one method, timed, and the file format that holds the result.
+Reading explanations needs no torch (the verdicts and report stages do it)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
-from mnist_xai.attribution import attribute
-from mnist_xai.data import normalize
 from mnist_xai.errors import UserError
-from mnist_xai.evaluation import predict
-from mnist_xai.io import atomic_write_npz
+from mnist_xai.files import atomic_write_npz, read_npz
+
+FIELDS = ("maps", "indices", "labels", "predictions", "targets")
 
 
 @dataclass
@@ -37,14 +35,21 @@ class Explanation:
 
     @classmethod
     def load(cls, path: str | Path, method: str | None = None) -> Explanation:
-        with np.load(path, allow_pickle=False) as archive:
-            return cls(method=method or Path(path).stem, **{key: archive[key] for key in
-                                                            ("maps", "indices", "labels", "predictions", "targets")})
+        """The saved maps; a missing or corrupt file is one line naming the stage that re-makes it."""
+        method = method or Path(path).stem
+        arrays = read_npz(path, f"explain@{method}", keys=FIELDS)
+        return cls(method=method, **{key: arrays[key] for key in FIELDS})
 
 
-def explain(model: nn.Module, method: str, images: np.ndarray, labels: np.ndarray, indices: np.ndarray,
-            params: dict, target: str, device: torch.device, show_progress: bool = True) -> Explanation:
+def explain(model, method: str, images: np.ndarray, labels: np.ndarray, indices: np.ndarray,
+            params: dict, target: str, device, show_progress: bool = True) -> Explanation:
     """Attribution maps for test images `images[indices]`, explaining the predicted class or the label."""
+    import torch
+
+    from mnist_xai.attribution import attribute
+    from mnist_xai.data import normalize
+    from mnist_xai.evaluation import predict
+
     x = normalize(images[indices]).to(device)
     predictions = predict(model, images[indices], device)
     targets = predictions if target == "predicted" else labels[indices]
@@ -65,8 +70,6 @@ def load_explanations(folder: str | Path, methods: list[str]) -> dict[str, Expla
     explanations = {}
     for method in methods:
         path = Path(folder) / f"{method}.npz"
-        if not path.is_file():
-            raise UserError(f"{path} is missing: run its stage first (dvc repro explain@{method})")
         explanations[method] = Explanation.load(path, method)
     reference = next(iter(explanations.values()), None)
     if reference is not None and any(not np.array_equal(e.indices, reference.indices)

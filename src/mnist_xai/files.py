@@ -1,4 +1,5 @@
-"""Atomic writes: a stage's output is either complete or absent, never half-written."""
+"""Pipeline files: atomic writes (a stage's output is either complete or absent, never half-written) and
+checked reads (a missing or corrupt input is one line that names the stage that re-makes it)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,21 @@ import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
+
+from mnist_xai.errors import UserError
+
+
+def repo_root() -> Path:
+    """The repository that runs: DVC_ROOT under `dvc exp run --temp/--queue` (their copies run under .dvc/tmp),
+    else the working directory. Never the installed package's own folder: a copy of the repository, or one run
+    with another checkout's environment, reads and writes only itself."""
+    return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
 
 
 @contextmanager
@@ -34,8 +44,10 @@ def atomic_file(path: str | Path, mode: str = "wb"):
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and not error.filename:  # a full disk: say which file could not be written
+            raise OSError(error.errno, error.strerror or str(error), str(path)) from error
         raise
 
 
@@ -50,14 +62,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """JSON with sorted keys and a trailing newline, so equal content gives equal bytes."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-def atomic_write_with(path: str | Path, writer: Callable[[BinaryIO], None]) -> None:
-    """Let `writer` fill a binary handle (torch.save, np.savez, ...) and publish atomically."""
-    with atomic_file(path, "wb") as handle:
-        writer(handle)
+    """Strict JSON (NaN and inf are refused: they are not JSON) with sorted keys and a trailing newline, so
+    equal content gives equal bytes."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def atomic_write_npz(path: str | Path, **arrays: np.ndarray) -> None:
@@ -69,3 +76,41 @@ def atomic_write_npz(path: str | Path, **arrays: np.ndarray) -> None:
             info.compress_type = zipfile.ZIP_DEFLATED
             with archive.open(info, "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+
+
+class CorruptFileError(UserError):
+    """A pipeline file that a stage reads is missing or unreadable."""
+
+
+def _unreadable(path: Path, problem: str, stage: str) -> CorruptFileError:
+    return CorruptFileError(f"{path} {problem}; restore it with `dvc checkout {path}` or re-make it with "
+                            f"`dvc repro {stage}`")
+
+
+def read_json(path: str | Path, stage: str) -> Any:
+    """The parsed JSON file that `stage` writes; a missing or corrupt one is one line naming that stage."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise _unreadable(path, "is missing", stage) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise _unreadable(path, f"is corrupt (not valid JSON: {str(error).splitlines()[0][:120]})", stage) from None
+
+
+def read_npz(path: str | Path, stage: str, keys: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Every array of a .npz file that `stage` writes (pickles refused), checked to hold `keys`; a missing,
+    truncated or incomplete one is one line naming that stage."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except FileNotFoundError:
+        raise _unreadable(path, "is missing", stage) from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise _unreadable(path, f"is corrupt ({type(error).__name__}: {str(error).splitlines()[0][:120]})",
+                          stage) from None
+    missing = [key for key in keys if key not in arrays]
+    if missing:
+        raise _unreadable(path, f"lacks {', '.join(missing)} (written by another version?)", stage)
+    return arrays

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import socket
 import subprocess
 import time
 import urllib.error
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_xai.errors import UserError
+from mnist_xai.files import repo_root
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before mlflow is imported anywhere
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # fail within seconds, not minutes
@@ -43,12 +45,31 @@ class TrackingError(UserError):
     """The tracking store cannot be reached or written."""
 
 
-def repo_root() -> Path:
-    return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
+URI_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file", "databricks")
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+    """MLFLOW_TRACKING_URI when set (checked: a scheme MLflow can use), else the embedded SQLite store."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return f"sqlite:///{repo_root() / 'mlflow.db'}"
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    if scheme not in URI_SCHEMES:
+        raise TrackingError(f"MLFLOW_TRACKING_URI={_safe_uri(uri)!r} is not a tracking URI: give a server "
+                            "(http://host:5000), a database (sqlite:////abs/path/mlflow.db, postgresql://...), "
+                            "or unset it to use the embedded store")
+    return uri
+
+
+def _lock_timeout() -> float:
+    value = os.environ.get(LOCK_TIMEOUT_ENV, "60")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds >= 0 or seconds == float("inf"):
+        raise TrackingError(f"{LOCK_TIMEOUT_ENV}={value!r} is not allowed: give a number of seconds (default 60)")
+    return seconds
 
 
 def display_uri() -> str:
@@ -67,8 +88,8 @@ def store_lock(uri: str) -> Iterator[None]:
     if db is None:
         yield
         return
+    timeout = _lock_timeout()
     db.parent.mkdir(parents=True, exist_ok=True)
-    timeout = float(os.environ.get(LOCK_TIMEOUT_ENV, "60"))
     with open(db.with_name(db.name + ".lock"), "a") as handle:
         deadline = time.monotonic() + timeout
         while True:
@@ -99,16 +120,26 @@ def _preflight(uri: str) -> None:
                             "MLFLOW_TRACKING_URI, or unset it to use the embedded store") from None
 
 
+DVC_OWN_FILES = ("dvc.lock", ".dvc/")
+"""Files DVC itself rewrites during `dvc repro`: a changed dvc.lock does not make the code dirty."""
+
+
 def git_state() -> dict[str, str]:
-    """Commit and dirtiness of the working tree (empty when not a git repository)."""
+    """Commit of the working tree, whether tracked files differ from it (DVC's own files aside) and which
+    (empty when not a git repository)."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                                 timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, check=True, timeout=10).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                text=True, check=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return {}
-    return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
+    changed = [line[3:].strip() for line in status.splitlines() if line.strip()]
+    dirty = [path for path in changed if not path.startswith(DVC_OWN_FILES)]
+    state = {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
+    if dirty:
+        state["git_dirty_files"] = ", ".join(dirty[:10]) + (f" and {len(dirty) - 10} more" if len(dirty) > 10 else "")
+    return state
 
 
 def file_md5(path: str | Path) -> str:
@@ -217,12 +248,14 @@ def stage_run(stage: str, experiment: str, *, params: dict[str, Any] | None = No
         "dvc_stage": os.environ.get("DVC_STAGE", stage),
         **git_state(),
         **({"dvc_exp_name": os.environ["DVC_EXP_NAME"]} if os.environ.get("DVC_EXP_NAME") else {}),
+        **_process_tags(),
         **{k: str(v) for k, v in (tags or {}).items()},
     }
     try:
         with store_lock(uri):
             _prepare_sqlite(uri)
             experiment_id = _experiment_id(mlflow, experiment, uri)
+            _sweep_abandoned_runs(mlflow, experiment_id)
             run = mlflow.start_run(experiment_id=experiment_id, run_name=all_tags["dvc_stage"], tags=all_tags)
     except UserError:
         raise
@@ -235,10 +268,44 @@ def stage_run(stage: str, experiment: str, *, params: dict[str, Any] | None = No
             stage_run_.log_params(params)
         yield stage_run_
         status = "FINISHED"
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (stage.run turns it into KeyboardInterrupt)
+        status = "KILLED"
+        raise
     finally:
         stage_run_._call(mlflow.end_run, status=status)
         log.info("MLflow run %s (%s) in %s: %.2f s spent on tracking", stage_run_.run_id, status, _safe_uri(uri),
                  stage_run_.seconds)
+
+
+def _process_tags() -> dict[str, str]:
+    """Which process runs the stage (host, pid and its start time, which a reused pid does not share), so that
+    a later stage can tell a run whose process was killed (SIGKILL, a power cut) from one still running."""
+    return {"mnist_xai.host": socket.gethostname(), "mnist_xai.pid": str(os.getpid()),
+            "mnist_xai.pid_start": _process_start(os.getpid())}
+
+
+def _process_start(pid: int) -> str:
+    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat); '' when unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _sweep_abandoned_runs(mlflow, experiment_id: str) -> None:
+    """Mark KILLED the RUNNING runs of this host whose process is gone: MLflow has no lease, so a killed stage
+    would otherwise stay RUNNING forever."""
+    host = socket.gethostname()
+    runs = mlflow.search_runs(experiment_ids=[experiment_id], output_format="list",
+                              filter_string=f"attributes.status = 'RUNNING' and tags.`mnist_xai.host` = '{host}'")
+    client = mlflow.MlflowClient()
+    for found in runs:
+        pid = found.data.tags.get("mnist_xai.pid", "")
+        if pid.isdigit() and _process_start(int(pid)) != found.data.tags.get("mnist_xai.pid_start"):
+            client.set_terminated(found.info.run_id, status="KILLED")
+            log.warning("MLflow run %s (%s) was left RUNNING by a process that is gone: marked KILLED",
+                        found.info.run_id, found.data.tags.get("dvc_stage", "?"))
 
 
 def _safe_uri(uri: str) -> str:
@@ -276,10 +343,28 @@ def _prepare_sqlite(uri: str) -> None:
 
 
 def _experiment_id(mlflow, name: str, uri: str) -> str:
+    """The experiment's id, created on first use. In the embedded store its artifacts go to this repository's
+    mlruns/, whatever location an earlier copy of the repository recorded (see _own_artifact_location)."""
+    db = _sqlite_path(uri)
+    artifacts = (repo_root() / "mlruns").as_uri() if db is not None else None  # MLflow's default is relative
+    embedded = db is not None and db.parent == repo_root()
     experiment = mlflow.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    artifacts = None
-    if _sqlite_path(uri) is not None:
-        artifacts = (repo_root() / "mlruns").as_uri()  # absolute, so every copy writes to the one store
-    return mlflow.create_experiment(name, artifact_location=artifacts)
+    if experiment is None:
+        return mlflow.create_experiment(name, artifact_location=artifacts)
+    if embedded and experiment.artifact_location != artifacts:
+        _own_artifact_location(db, experiment, artifacts)
+    return experiment.experiment_id
+
+
+def _own_artifact_location(db: Path, experiment, artifacts: str) -> None:
+    """A copied or moved repository carries a store whose experiment points at the original's mlruns/ (MLflow
+    records it as an absolute URI): new runs would write their artifacts into the original folder. Point it at
+    this repository's own mlruns/ instead, and say so. MLflow has no API to move an experiment's artifact
+    location, so the embedded store's row is updated directly."""
+    import sqlite3
+
+    log.warning("the MLflow store's artifact location %s is outside this repository (a copied or moved "
+                "repository?); new runs write their artifacts to %s", experiment.artifact_location, artifacts)
+    with contextlib.closing(sqlite3.connect(db)) as connection, connection:
+        connection.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+                           (artifacts, experiment.experiment_id))

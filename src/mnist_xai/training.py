@@ -75,38 +75,37 @@ def train(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray,
 
     fast = commuted(model)  # the same function and gradients, with ReLUs on pooled (4x smaller) maps
     history, train_seconds = [], 0.0
-    progress = tqdm(total=epochs * steps_per_epoch, desc="train", unit="batch", mininterval=1.0)
-    for epoch in range(1, epochs + 1):
-        started = time.perf_counter()
-        model.train()
-        order = torch.randperm(len(x_train), generator=shuffle).to(device)
-        loss_sum = correct = 0.0
-        for start in range(0, len(x_train), batch_size):
-            batch = order[start:start + batch_size]
-            logits = fast(x_train[batch])
-            loss = F.cross_entropy(logits, y_train[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            loss_sum += loss.item() * len(batch)
-            correct += (logits.argmax(1) == y_train[batch]).sum().item()
-            progress.update()
-        train_seconds += time.perf_counter() - started
-        test_loss, predictions = evaluate_batches(model, x_test, y_test)
-        row = {
-            "epoch": epoch,
-            "train_loss": round(loss_sum / len(x_train), 6),
-            "train_accuracy": round(correct / len(x_train), 6),
-            "test_loss": round(test_loss, 6),
-            "test_accuracy": round((predictions == y_test).float().mean().item(), 6),
-        }
-        history.append(row)
-        progress.set_postfix(loss=row["train_loss"], test_acc=row["test_accuracy"])
-        log.info("epoch %d: %s", epoch, row)
-        if on_epoch:
-            on_epoch(row)
-    progress.close()
+    with tqdm(total=epochs * steps_per_epoch, desc="train", unit="batch", mininterval=1.0) as progress:
+        for epoch in range(1, epochs + 1):
+            started = time.perf_counter()
+            model.train()
+            order = torch.randperm(len(x_train), generator=shuffle).to(device)
+            loss_sum = correct = 0.0
+            for start in range(0, len(x_train), batch_size):
+                batch = order[start:start + batch_size]
+                logits = fast(x_train[batch])
+                loss = F.cross_entropy(logits, y_train[batch])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                loss_sum += loss.item() * len(batch)
+                correct += (logits.argmax(1) == y_train[batch]).sum().item()
+                progress.update()
+            train_seconds += time.perf_counter() - started
+            test_loss, predictions = evaluate_batches(model, x_test, y_test)
+            row = {
+                "epoch": epoch,
+                "train_loss": round(loss_sum / len(x_train), 6),
+                "train_accuracy": round(correct / len(x_train), 6),
+                "test_loss": round(test_loss, 6),
+                "test_accuracy": round((predictions == y_test).float().mean().item(), 6),
+            }
+            history.append(row)
+            progress.set_postfix(loss=row["train_loss"], test_acc=row["test_accuracy"])
+            log.info("epoch %d: %s", epoch, row)
+            if on_epoch:
+                on_epoch(row)
     model.eval()
     return TrainResult(history=history, train_seconds=train_seconds)
 

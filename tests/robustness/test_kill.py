@@ -12,19 +12,17 @@ from pathlib import Path
 
 import psutil
 
-from mnist_xai.io import atomic_write_bytes
+from mnist_xai.files import atomic_write_bytes
 from tests.helpers import ran_stages
 
 WRITER = """
 import sys
-from mnist_xai.io import atomic_write_with
+from mnist_xai.files import atomic_file
 
-def slow(handle):
+with atomic_file(sys.argv[1]) as handle:
     for _ in range(400):
         handle.write(b"x" * 1_000_000)  # 400 MB, slowly enough to be killed in the middle
     print("never", flush=True)
-
-atomic_write_with(sys.argv[1], slow)
 """
 
 
@@ -92,6 +90,42 @@ def test_kill_during_train_then_repro_completes(pipeline):
     assert model.read_bytes() == good["model.pt"]
     assert not list((pipeline.path / "models").glob(".*.tmp"))
     assert "Data and pipelines are up to date" in pipeline.dvc("repro").stdout
+    # MLflow has no lease: the killed process's run would stay RUNNING forever; the next stage to track marks
+    # it KILLED (if the run cache restored train, the report stage that follows runs and sweeps it)
+    pipeline.stage("evaluate", check=True)
+    runs = _runs(pipeline, "train")
+    assert [r.info.status for r in runs if r.info.status == "RUNNING"] == []
+    assert "KILLED" in [r.info.status for r in runs]
+
+
+def _runs(repo, stage: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo.path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("mnist-xai").experiment_id
+    return client.search_runs([experiment], f"tags.dvc_stage = '{stage}'", order_by=["attributes.start_time DESC"])
+
+
+def test_sigterm_is_one_line_keeps_the_outputs_and_marks_the_run_killed(pipeline):
+    """SIGTERM (a CI cancel, `timeout`) printed nothing and left the MLflow run RUNNING forever; it is now
+    handled like Ctrl-C."""
+    before = (pipeline.path / "models/model.pt").read_bytes()
+    stage = subprocess.Popen([sys.executable, "stages/train.py"], cwd=pipeline.path, env=pipeline.env,
+                             stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in iter(stage.stderr.readline, ""):
+        seen.append(line)
+        if "train:" in line:
+            stage.send_signal(signal.SIGTERM)
+            break
+    rest = stage.stderr.read()
+    stage.wait(timeout=60)
+    lines = [line for line in ("".join(seen) + rest).splitlines() if line.strip()]
+    assert stage.returncode == 143, lines[-5:]
+    assert lines[-1] == "error: terminated; outputs are unchanged (they are written atomically)"
+    assert "Traceback" not in rest
+    assert (pipeline.path / "models/model.pt").read_bytes() == before
+    assert _runs(pipeline, "train")[0].info.status == "KILLED"
 
 
 def test_kill_during_explain_then_repro_completes(pipeline):

@@ -46,8 +46,8 @@ def test_dvc_lock_hashes_match_the_tags(pipeline, runs):
 
 
 def test_one_finished_run_per_stage_with_the_shared_tags(pipeline, runs):
-    stages = ["train", "evaluate", "train_random_labels", "quality", "report"] + [
-        f"explain@{m}" for m in PIPELINE_METHODS]
+    stages = ["train", "evaluate", "train_random_labels", "train_decoy", "verdicts", "report"] + [
+        f"{kind}@{m}" for kind in ("explain", "quality") for m in PIPELINE_METHODS]
     commit = pipeline.git("rev-parse", "HEAD").stdout.strip()
     for stage in stages:
         found = by_stage(runs, stage)
@@ -57,7 +57,8 @@ def test_one_finished_run_per_stage_with_the_shared_tags(pipeline, runs):
         assert run.data.tags["git_commit"] == commit and run.data.tags["git_dirty"] in ("true", "false")
         assert run.info.run_name == stage
     model_md5 = by_stage(runs, "train")[0].data.tags["model_md5"]
-    for stage in ["evaluate", "quality", "report"] + [f"explain@{m}" for m in PIPELINE_METHODS]:
+    for stage in ["evaluate", "train_decoy", "report"] + [f"{kind}@{m}" for kind in ("explain", "quality")
+                                                         for m in PIPELINE_METHODS]:
         assert by_stage(runs, stage)[0].data.tags["model_md5"] == model_md5  # the shared tag that groups them
     assert by_stage(runs, "explain@gradcam")[0].data.tags["method"] == "gradcam"
 
@@ -101,8 +102,9 @@ def test_report_links_the_run_behind_each_file(pipeline, client):
     table = html[html.index('id="provenance-table"'):]
     rows = re.findall(r"<tr><td>([^<]+)</td><td><code>([^<]+)</code></td><td><code>[0-9a-f]+</code></td>"
                       r"<td><code>([0-9a-f]+)</code></td></tr>", table[:table.index("</table>")])
-    assert {stage for stage, _, _ in rows} == {"train", "evaluate", "train_random_labels", "quality"} | {
-        f"explain@{m}" for m in PIPELINE_METHODS}
+    assert {stage for stage, _, _ in rows} == {"train", "evaluate", "train_random_labels", "train_decoy",
+                                               "verdicts"} | {f"{kind}@{m}" for kind in ("explain", "quality")
+                                                              for m in PIPELINE_METHODS}
     for stage, file, run_id in rows:
         run = client.get_run(run_id)
         assert run.data.tags["dvc_stage"] == stage
@@ -129,3 +131,44 @@ def test_metric_names_are_stable_for_dvc_comparisons(pipeline):
     assert metrics["metrics/evaluate.json"]["data"]["accuracy"] > 0
     assert set(metrics["metrics/quality.json"]["data"]["methods"]) == set(PIPELINE_METHODS)
     assert np.isfinite(metrics["metrics/train.json"]["data"]["test_accuracy"])
+
+
+def test_a_copied_repository_writes_its_artifacts_only_into_itself(pipeline, tmp_path):
+    """The embedded store records the experiment's artifact location as an absolute path: a copy of the
+    repository, store included, wrote its artifacts into the original's mlruns/. Now the copy says so in one
+    line and writes into its own."""
+    import shutil
+
+    def listing(root: Path) -> set[str]:
+        return {str(p.relative_to(root)) for p in (root / "mlruns").rglob("*")}
+
+    copy = tmp_path / "copy"
+    shutil.copytree(pipeline.path, copy, symlinks=True)
+    original_before, copy_before = listing(pipeline.path), listing(copy)
+    result = subprocess.run([sys.executable, "stages/explain.py", "random"], cwd=copy, capture_output=True,
+                            text=True, env=pipeline.env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert listing(pipeline.path) == original_before
+    new = listing(copy) - copy_before
+    assert any(p.endswith("maps/random.npz") for p in new), sorted(new)[:5]
+    warnings = [line for line in result.stderr.splitlines() if "outside this repository" in line]
+    assert len(warnings) == 1 and str(pipeline.path / "mlruns") in warnings[0] and str(copy / "mlruns") in warnings[0]
+    experiment = MlflowClient(f"sqlite:///{copy / 'mlflow.db'}").get_experiment_by_name("mnist-xai")
+    assert experiment.artifact_location == (copy / "mlruns").as_uri()
+
+
+def test_dvc_rewriting_its_lock_file_does_not_make_the_tree_dirty(tmp_path, monkeypatch):
+    """In a fresh clone `./dev.sh repro` rewrites dvc.lock, and the report said "(dirty)"; DVC's own files do
+    not count, and what does count is named."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    for name in ("dvc.lock", "params.yaml"):
+        (tmp_path / name).write_text("a: 1\n")
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "x"], cwd=tmp_path, check=True)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.lock").write_text("a: 2\n")
+    assert tracking.git_state()["git_dirty"] == "false"
+    (tmp_path / "params.yaml").write_text("a: 2\n")
+    state = tracking.git_state()
+    assert state["git_dirty"] == "true" and state["git_dirty_files"] == "params.yaml"
