@@ -5,7 +5,7 @@ import logging
 from pathlib import Path
 
 from mnist_xai import data, params, stage, tracking
-from mnist_xai.io import atomic_write_json
+from mnist_xai.files import atomic_write_json
 
 log = logging.getLogger("evaluate")
 

@@ -1,14 +1,13 @@
 """explain@<method>: attribution maps for explain.n_images test images (stratified by class, all
 misclassified ones first) with one method; timing as a metric; a figure and the maps in MLflow."""
 
-import json
 import logging
 import sys
 from pathlib import Path
 
 from mnist_xai import data, params, stage, tracking
 from mnist_xai.errors import UserError
-from mnist_xai.io import atomic_write_json
+from mnist_xai.files import atomic_write_json, read_json
 
 log = logging.getLogger("explain")
 
@@ -32,16 +31,17 @@ def main() -> None:
     data_dir = Path("data") / p.base.dataset
     images, labels = data.load_split(data_dir, "test")
     model = load_model(MODEL, device)
-    if not MISCLASSIFIED.is_file():
-        raise UserError(f"{MISCLASSIFIED} is missing: run the evaluate stage first (dvc repro evaluate)")
-    misclassified = json.loads(MISCLASSIFIED.read_text())["indices"]
-    indices = data.stratified_indices(labels, p.explain.n_images, p.base.seed, always=misclassified)
+    misclassified = read_json(MISCLASSIFIED, "evaluate")
+    if not isinstance(misclassified, dict) or not isinstance(misclassified.get("indices"), list):
+        raise UserError(f"{MISCLASSIFIED} lacks its list of indices: re-make it with `dvc repro -f evaluate`")
+    n_images = params.clamp("explain.n_images", p.explain.n_images, len(labels), f"the {len(labels)} test images")
+    indices = data.stratified_indices(labels, n_images, p.base.seed, always=misclassified["indices"])
 
     out = Path("explanations") / f"{method}.npz"
     timing = Path("metrics/timing/explain") / f"{method}.json"
     with tracking.stage_run(f"explain@{method}", p.tracking.experiment,
-                            params={"method": method, **method_params, "n_images": p.explain.n_images,
-                                    "target": p.explain.target},
+                            params={"method": method, **method_params, "n_images": n_images,
+                                    "n_images_requested": p.explain.n_images, "target": p.explain.target},
                             tags={"method": method, "model_md5": tracking.file_md5(MODEL),
                                   "data_md5": tracking.dir_md5(data_dir)}) as run:
         result = explain(model, method, images, labels, indices, method_params, p.explain.target, device)

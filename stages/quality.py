@@ -1,77 +1,95 @@
-"""quality: score every configured method's explanations (faithfulness, sanity checks, robustness,
-complexity, agreement). Its own stage, so changing a quality param never recomputes attributions."""
+"""quality@<method>: every quality metric of one method's explanations, per image and as means with 95 %
+bootstrap intervals: ground truth on the decoy model, false alarms, faithfulness, the original and repaired
+randomisation tests with their controls, robustness, complexity. One stage per method, so changing one
+method's params re-scores that method alone; changing a quality param re-scores every method but never
+recomputes an attribution."""
 
 import logging
+import sys
 from pathlib import Path
 
 from mnist_xai import data, params, stage, tracking
-from mnist_xai.io import atomic_write_json, atomic_write_npz
+from mnist_xai.errors import UserError
+from mnist_xai.files import atomic_write_json, atomic_write_npz, read_json, read_npz
 
 log = logging.getLogger("quality")
 
 MODEL = Path("models/model.pt")
 RANDOM_MODEL = Path("models/model_random_labels.pt")
-METRICS = Path("metrics/quality.json")
-TIMING = Path("metrics/timing/quality.json")
-CURVES = Path("plots/quality/curves.json")
-RANDOMISATION = Path("plots/quality/randomisation.json")
-AGREEMENT = Path("plots/quality/agreement.json")
-EXAMPLES = Path("quality/randomisation_examples.npz")
+DECOY_MODEL = Path("models/model_decoy.pt")
+GROUND_TRUTH = Path("ground_truth/decoy.npz")
+DECOY_METRICS = Path("metrics/decoy.json")
 
 
 def main() -> None:
+    if len(sys.argv) != 2:
+        raise UserError("usage: python stages/quality.py <method> (one of the names under explain.methods)")
+    method = sys.argv[1]
     p = params.load("base", "explain", "quality", "tracking")
-    methods = params.configured_methods()
-    method_params = {method: params.method_params(method) for method in methods}
+    method_params = params.method_params(method)
     # imported after the params are checked, so a bad value fails in a fraction of a second
-    import numpy as np
     import torch
 
-    from mnist_xai.explanation import load_explanations
+    from mnist_xai import decoy
+    from mnist_xai.explanation import Explanation
     from mnist_xai.model import load_model
-    from mnist_xai.quality import QualitySettings, score_methods
+    from mnist_xai.quality.scoring import GroundTruth, Models, QualitySettings, score_method
     from mnist_xai.training import resolve_device
 
     device = resolve_device(p.base.device)
-    model = load_model(MODEL, device)
-    random_model = load_model(RANDOM_MODEL, device)
+    explanation = Explanation.load(Path("explanations") / f"{method}.npz", method)
     images, _ = data.load_split(Path("data") / p.base.dataset, "test")
-    explanations = load_explanations("explanations", methods)
-    reference = next(iter(explanations.values()))
-    x = data.normalize(images[reference.indices]).to(device)
-    settings = QualitySettings(**{k: v for k, v in vars(p.quality).items() if not k.startswith("random_label")},
-                               seed=p.base.seed)
-    with tracking.stage_run("quality", p.tracking.experiment, params={"quality": vars(p.quality)},
-                            tags={"model_md5": tracking.file_md5(MODEL)}) as run:
-        report = score_methods(model, random_model, x, torch.as_tensor(reference.targets, device=device),
-                               torch.as_tensor(reference.predictions, device=device),
-                               {m: e.maps for m, e in explanations.items()}, method_params, settings)
-        summaries = {method: quality.summary() for method, quality in report.methods.items()}
-        atomic_write_json(METRICS, {"threshold": settings.threshold, "methods": summaries})
-        atomic_write_json(CURVES, [
-            {"method": method, "curve": name, "fraction": round(float(f), 6), "mean": round(float(m), 6),
-             "std": round(float(s), 6)}
-            for method, quality in report.methods.items()
-            for name, values in (("deletion", quality.curves.deletion), ("insertion", quality.curves.insertion))
-            for f, m, s in zip(quality.curves.fractions, values.mean(0), values.std(0), strict=True)])
-        atomic_write_json(RANDOMISATION, [
-            {"method": method, "step": step, "randomised": "+".join(cascade.layers[:step]) or "none",
-             "rho": round(float(rho), 6), "constant_maps": round(float(constant), 6)}
-            for method, quality in report.methods.items()
-            for cascade in [quality.model_randomisation]
-            for step, (rho, constant) in enumerate(zip(cascade.correlation, cascade.constant_fraction, strict=True))])
-        names = list(report.methods)
-        atomic_write_json(AGREEMENT, [{"a": a, "b": b, "rho": float(report.agreement[i, j])}
-                                      for i, a in enumerate(names) for j, b in enumerate(names)])
-        atomic_write_npz(EXAMPLES, methods=np.array(names), indices=reference.indices[:4],
-                         layers=np.array(next(iter(report.methods.values())).model_randomisation.layers),
-                         **{f"maps_{m}": q.model_randomisation.examples for m, q in report.methods.items()})
-        atomic_write_json(TIMING, {part: round(seconds, 3) for part, seconds in report.seconds.items()})
-        run.log_metrics({f"{method}.{key}": value for method, values in summaries.items()
-                         for key, value in values.items()})
-        run.log_metrics({f"seconds.{part}": seconds for part, seconds in report.seconds.items()})
-        run.set_tags({"output_md5": tracking.file_md5(METRICS)})
-    log.info("scored %d methods in %.1f s", len(summaries), sum(report.seconds.values()))
+    truth = read_npz(GROUND_TRUTH, "train_decoy", keys=("indices", "corners", "labels", "decoy_targets",
+                                                         "normal_targets"))
+    chance = read_json(DECOY_METRICS, "train_decoy")["chance"]
+    q = p.quality
+    explained = len(explanation.maps)
+    settings = QualitySettings(
+        n_images=params.clamp("quality.n_images", q.n_images, explained, f"the {explained} explained images"),
+        n_randomisation=params.clamp("quality.n_randomisation", q.n_randomisation, explained,
+                                     f"the {explained} explained images"),
+        n_smooth=params.clamp("quality.n_smooth", q.n_smooth, min(explained, q.n_randomisation),
+                              "the images of the randomisation checks"),
+        smooth_samples=q.smooth_samples, smooth_noise=q.smooth_noise, entropy_bins=q.entropy_bins,
+        n_sensitivity=params.clamp("quality.n_sensitivity", q.n_sensitivity, explained,
+                                   f"the {explained} explained images"),
+        sensitivity_samples=q.sensitivity_samples, sensitivity_radius=q.sensitivity_radius,
+        deletion_step=q.deletion_step, insertion_start=q.insertion_start, blur_sigma=q.blur_sigma, seed=p.base.seed)
+    models = Models(trained=load_model(MODEL, device), random_labels=load_model(RANDOM_MODEL, device),
+                    decoy=load_model(DECOY_MODEL, device))
+    cued = decoy.with_cue(images[truth["indices"]], truth["corners"], decoy.cue_level(truth["labels"]))
+    ground_truth = GroundTruth(x=data.normalize(cued).to(device), masks=decoy.cue_masks(truth["corners"]),
+                               decoy_targets=torch.as_tensor(truth["decoy_targets"], device=device),
+                               normal_targets=torch.as_tensor(truth["normal_targets"], device=device))
+    x = data.normalize(images[explanation.indices]).to(device)
+
+    with tracking.stage_run(f"quality@{method}", p.tracking.experiment,
+                            params={"method": method, **vars(settings)},
+                            tags={"method": method, "model_md5": tracking.file_md5(MODEL)}) as run:
+        scores = score_method(models, method, method_params, x, torch.as_tensor(explanation.targets, device=device),
+                              torch.as_tensor(explanation.predictions, device=device), explanation.maps,
+                              ground_truth, settings)
+        summary = {"method": method, "chance": chance, **scores.summary(q.bootstrap_resamples, p.base.seed)}
+        curve = scores.randomisation
+        atomic_write_npz(Path("quality/scores") / f"{method}.npz", **scores.values,
+                         curve_fractions=scores.curves.fractions, curve_deletion=scores.curves.deletion,
+                         curve_insertion=scores.curves.insertion, mprt_curve=curve.correlation,
+                         mprt_constant=curve.constant_fraction, mprt_layers=curve.layers, examples=curve.examples,
+                         example_indices=explanation.indices[:len(curve.examples[0])],
+                         gt_examples_decoy=scores.ground_truth_examples["decoy"],
+                         gt_examples_normal=scores.ground_truth_examples["normal"])
+        atomic_write_json(Path("metrics/quality") / f"{method}.json", summary)
+        atomic_write_json(Path("metrics/timing/quality") / f"{method}.json",
+                          {part: round(seconds, 3) for part, seconds in scores.seconds.items()})
+        run.log_metrics({key: value["value"] for key, value in summary["metrics"].items()}
+                        | {f"{key}.low": value["low"] for key, value in summary["metrics"].items()}
+                        | {f"{key}.high": value["high"] for key, value in summary["metrics"].items()}
+                        | {"constant_share": summary["constant_share"]}
+                        | {f"seconds.{part}": seconds for part, seconds in scores.seconds.items()})
+        run.set_tags({"output_md5": tracking.file_md5(Path("metrics/quality") / f"{method}.json"),
+                      "degenerate": str(scores.degenerate).lower()})
+    log.info("scored %s in %.1f s%s", method, sum(scores.seconds.values()),
+             " (degenerate: its maps are mostly constant)" if scores.degenerate else "")
 
 
 if __name__ == "__main__":

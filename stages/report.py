@@ -6,7 +6,7 @@ from pathlib import Path
 
 from mnist_xai import data, params, stage, tracking
 from mnist_xai.errors import UserError
-from mnist_xai.io import atomic_write_text
+from mnist_xai.files import atomic_write_text, read_json, read_npz
 
 log = logging.getLogger("report")
 
@@ -14,22 +14,26 @@ REPORT = Path("reports/report.html")
 
 
 def main() -> None:
-    p = params.load("base", "train", "explain", "quality", "report", "tracking")
+    p = params.load("base", "train", "explain", "quality", "decoy", "report", "tracking")
     methods = params.configured_methods()
     # imported after the params are checked, so a bad value fails in a fraction of a second
     import numpy as np
 
     from mnist_xai.explanation import load_explanations
     from mnist_xai.report import ReportInputs, build_report
-    from mnist_xai.report.builder import read_history, read_json
+    from mnist_xai.report.builder import read_history
 
     dataset = data.get_dataset(p.base.dataset)
     images, labels = data.load_split(Path("data") / p.base.dataset, "test")
     explanations = load_explanations("explanations", methods)
     baseline = _baseline(p.report.baseline)
-    confusion_rows = read_json("plots/evaluate/confusion.json")
+    confusion_rows = read_json("plots/evaluate/confusion.json", "evaluate")
     index = {name: i for i, name in enumerate(dataset.class_names)}
-    predictions = np.array([index[row["predicted"]] for row in confusion_rows], dtype=np.int64)
+    try:
+        predictions = np.array([index[row["predicted"]] for row in confusion_rows], dtype=np.int64)
+    except (KeyError, TypeError):
+        raise UserError("plots/evaluate/confusion.json does not hold this dataset's predictions; re-make it with "
+                        "`dvc repro -f evaluate`") from None
 
     started = time.perf_counter()
     model_md5 = tracking.file_md5("models/model.pt")
@@ -39,19 +43,27 @@ def main() -> None:
         provenance = _provenance(run, methods)
         inputs = ReportInputs(
             dataset=p.base.dataset, class_names=list(dataset.class_names), test_images=images, test_labels=labels,
-            train_metrics=read_json("metrics/train.json"), train_timing=read_json("metrics/timing/train.json"),
-            history=read_history(Path("plots/train/history.csv")), evaluate_metrics=read_json("metrics/evaluate.json"),
+            train_metrics=read_json("metrics/train.json", "train"),
+            train_timing=read_json("metrics/timing/train.json", "train"),
+            history=read_history(Path("plots/train/history.csv")),
+            evaluate_metrics=read_json("metrics/evaluate.json", "evaluate"),
             predictions=predictions, explanations=explanations,
-            explain_timing={m: read_json(Path("metrics/timing/explain") / f"{m}.json") for m in methods},
+            explain_timing={m: read_json(Path("metrics/timing/explain") / f"{m}.json", f"explain@{m}")
+                            for m in methods},
             params={"base": vars(p.base), "train": vars(p.train), "explain": vars(p.explain), "methods": methods,
-                    "quality": vars(p.quality)},
+                    "quality": vars(p.quality), "decoy": vars(p.decoy)},
             git=tracking.git_state(), n_samples=p.report.n_samples, n_misclassified=p.report.n_misclassified,
-            quality=read_json("metrics/quality.json"), quality_curves=read_json("plots/quality/curves.json"),
-            quality_randomisation=read_json("plots/quality/randomisation.json"),
-            quality_agreement=read_json("plots/quality/agreement.json"),
-            quality_examples=dict(np.load("quality/randomisation_examples.npz", allow_pickle=False)),
-            quality_timing=read_json("metrics/timing/quality.json"),
-            random_label_metrics=read_json("metrics/train_random_labels.json"),
+            quality=read_json("metrics/quality.json", "verdicts"),
+            verdicts=read_json("quality/verdicts.json", "verdicts"),
+            decoy=read_json("metrics/decoy.json", "train_decoy"),
+            ground_truth=read_npz("ground_truth/decoy.npz", "train_decoy"),
+            scores={m: read_npz(Path("quality/scores") / f"{m}.npz", f"quality@{m}") for m in methods},
+            quality_curves=read_json("plots/quality/curves.json", "verdicts"),
+            quality_randomisation=read_json("plots/quality/randomisation.json", "verdicts"),
+            quality_agreement=read_json("plots/quality/agreement.json", "verdicts"),
+            quality_timing={m: read_json(Path("metrics/timing/quality") / f"{m}.json", f"quality@{m}")
+                            for m in methods},
+            random_label_metrics=read_json("metrics/train_random_labels.json", "train_random_labels"),
             provenance={"model_md5": model_md5, "data_md5": data_md5, "tracking_uri": tracking.display_uri(),
                         "experiment": p.tracking.experiment, "report_run_id": run.run_id, "runs": provenance},
             baseline=baseline,
@@ -82,8 +94,10 @@ def _baseline(rev: str) -> dict | None:
 def _provenance(run, methods) -> list[dict]:
     """For each file the report shows, the MLflow run that wrote it (matched by the file's MD5)."""
     outputs = [("train", "models/model.pt"), ("evaluate", "metrics/evaluate.json"),
-               ("train_random_labels", "models/model_random_labels.pt"), ("quality", "metrics/quality.json")]
-    outputs[2:2] = [(f"explain@{m}", f"explanations/{m}.npz") for m in methods]
+               *[(f"explain@{m}", f"explanations/{m}.npz") for m in methods],
+               ("train_random_labels", "models/model_random_labels.pt"), ("train_decoy", "models/model_decoy.pt"),
+               *[(f"quality@{m}", f"metrics/quality/{m}.json") for m in methods],
+               ("verdicts", "metrics/quality.json")]
     rows = []
     for stage_name, path in outputs:
         md5 = tracking.file_md5(path)

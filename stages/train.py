@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from mnist_xai import data, params, stage, tracking
-from mnist_xai.io import atomic_write_json, atomic_write_text
+from mnist_xai.files import atomic_write_json, atomic_write_text
 
 log = logging.getLogger("train")
 
@@ -22,7 +22,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from mnist_xai.model import MnistCNN, save_model
+    from mnist_xai.model import build_model, save_model
     from mnist_xai.training import resolve_device, train
 
     device = resolve_device(p.base.device)
@@ -34,7 +34,7 @@ def main() -> None:
         train_images, train_labels = train_images[subset], train_labels[subset]
 
     torch.manual_seed(p.base.seed)
-    model = MnistCNN(p.train.channels1, p.train.channels2, p.train.hidden, p.train.dropout)
+    model = build_model(vars(p.train))
     with tracking.stage_run("train", p.tracking.experiment, params={"base": vars(p.base), "train": vars(p.train)},
                             tags={"data_md5": tracking.dir_md5(data_dir), "dataset": p.base.dataset}) as run:
         result = train(model, train_images, train_labels, test_images, test_labels,

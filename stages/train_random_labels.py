@@ -1,12 +1,14 @@
-"""train_random_labels: the same CNN trained on permuted labels, for the data-randomisation sanity
-check (Adebayo et al. 2018). Small and short by design (quality.random_label_*): it only has to be a
-model that learned from labels carrying no information."""
+"""train_random_labels: the same network trained on permuted labels, for the data-randomisation sanity
+check (Adebayo et al. 2018). Adebayo et al. trained it until it fitted its random labels: a model that has
+not memorised them is merely under-trained, and the check would test nothing. Small by design
+(quality.random_label_*), long enough to memorise; the fit is recorded, and the verdict does not use the check
+when it falls short of 95 %."""
 
 import logging
 from pathlib import Path
 
 from mnist_xai import data, params, stage, tracking
-from mnist_xai.io import atomic_write_json
+from mnist_xai.files import atomic_write_json
 
 log = logging.getLogger("train_random_labels")
 
@@ -20,7 +22,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from mnist_xai.model import MnistCNN, save_model
+    from mnist_xai.model import build_model, save_model
     from mnist_xai.training import resolve_device, train
 
     device = resolve_device(p.base.device)
@@ -32,7 +34,7 @@ def main() -> None:
     permuted = rng.permutation(labels[subset])  # the labels no longer say anything about the images
 
     torch.manual_seed(p.base.seed + 1)
-    model = MnistCNN(p.train.channels1, p.train.channels2, p.train.hidden, p.train.dropout)
+    model = build_model(vars(p.train))
     with tracking.stage_run("train_random_labels", p.tracking.experiment,
                             params={"quality.random_label_images": p.quality.random_label_images,
                                     "quality.random_label_epochs": p.quality.random_label_epochs},
@@ -41,14 +43,25 @@ def main() -> None:
                        epochs=p.quality.random_label_epochs, batch_size=p.train.batch_size, lr=p.train.lr,
                        weight_decay=p.train.weight_decay, seed=p.base.seed + 1, device=device,
                        on_epoch=run.log_epoch)
-        save_model(model, MODEL)
         final = result.history[-1]
-        atomic_write_json(METRICS, {"train_accuracy_on_permuted_labels": final["train_accuracy"],
-                                    "test_accuracy": final["test_accuracy"], "n_images": int(len(subset)),
-                                    "epochs": p.quality.random_label_epochs})
+        fit = memorised(model, images[subset], permuted, device)
+        save_model(model, MODEL)
+        atomic_write_json(METRICS, {"train_accuracy_on_permuted_labels": fit, "test_accuracy": final["test_accuracy"],
+                                    "n_images": int(len(subset)), "epochs": p.quality.random_label_epochs})
+        run.log_metrics({"permuted_labels_fitted": fit})
         run.set_tags({"output_md5": tracking.file_md5(MODEL)})
-    log.info("random-label model: %.1f %% of its permuted training labels fitted, %.1f %% test accuracy",
-             100 * final["train_accuracy"], 100 * final["test_accuracy"])
+    log.info("random-label model: %.1f %% of its permuted training labels fitted%s, %.1f %% test accuracy",
+             100 * fit, "" if fit >= 0.95 else " (short of the 95 % a data-randomisation check needs: raise "
+             "quality.random_label_epochs)", 100 * final["test_accuracy"])
+
+
+def memorised(model, images, labels, device) -> float:
+    """The share of its (permuted) training labels the trained model reproduces, in eval mode (no dropout): the
+    fit the check relies on. The running training accuracy, taken with dropout while the weights moved, would
+    understate it."""
+    from mnist_xai.evaluation import predict
+
+    return round(float((predict(model, images, device) == labels).mean()), 6)
 
 
 if __name__ == "__main__":

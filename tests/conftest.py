@@ -1,5 +1,5 @@
-"""Shared fixtures: real MNIST from ../shared/data (or the committed archives), a small trained model,
-and a real `dvc repro` of the whole pipeline in a temporary git repository."""
+"""Shared fixtures: real MNIST from the archives the repository commits, a small trained model, and a real
+`dvc repro` of the whole pipeline in a temporary git repository. Nothing outside the repository is read."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+ARCHIVES = ROOT / "archives"
 
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # share the cores between the workers: oversubscribed
     # OpenMP threads spin and made the suite twice as slow. Set before torch is imported; stages inherit it.
     workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
     os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // workers))
-if SHARED_DATA.is_dir():  # tests and CI read the shared copies first (MNIST_XAI_MIRRORS)
-    os.environ["MNIST_XAI_MIRRORS"] = str(SHARED_DATA / "{dataset}")
+# the pipelines under test run in temporary repositories that hold no archives: point them at this checkout's
+os.environ["MNIST_XAI_MIRRORS"] = str(ARCHIVES / "{dataset}")
 
 from tests.helpers import PipelineRepo  # noqa: E402
 
@@ -82,8 +82,10 @@ PIPELINE_METHODS = ["saliency", "smoothgrad", "gradcam", "scorecam", "guided_bac
 SMALL_PARAMS = {
     "train": {"n_images": 6000, "epochs": 1},
     "explain": {"n_images": 20},
-    "quality": {"n_images": 20, "n_randomisation": 20, "n_sensitivity": 8, "sensitivity_samples": 5,
-                "random_label_images": 500, "random_label_epochs": 5},
+    "quality": {"n_images": 20, "n_randomisation": 20, "n_smooth": 8, "smooth_samples": 4, "n_sensitivity": 8,
+                "sensitivity_samples": 5, "random_label_images": 500, "random_label_epochs": 30,
+                "bootstrap_resamples": 500},
+    "decoy": {"n_images": 6000, "epochs": 8, "lr": 0.02, "batch_size": 32, "n_ground_truth": 32},
 }
 
 
@@ -102,6 +104,10 @@ def small_params(methods=PIPELINE_METHODS) -> dict:
 def pipeline(tmp_path_factory) -> PipelineRepo:
     """The real pipeline, run once with `dvc repro` on a small subset (see small_params): the seed's four
     methods plus guided_backprop and the random control, which the sanity-check test needs."""
-    repo = PipelineRepo.create(tmp_path_factory.mktemp("pipeline"), small_params())
+    imports = tmp_path_factory.mktemp("imports") / "imports.jsonl"
+    repo = PipelineRepo.create(tmp_path_factory.mktemp("pipeline"), small_params(),
+                               env={"MNIST_XAI_IMPORT_LOG": str(imports)})
     repo.first_repro = repo.dvc("repro")
+    repo.import_log = imports
+    del repo.env["MNIST_XAI_IMPORT_LOG"]  # later runs of single stages by other tests are not the pipeline's
     return repo

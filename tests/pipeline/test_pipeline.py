@@ -18,8 +18,9 @@ SEED_METHODS = ["saliency", "smoothgrad", "gradcam", "scorecam"]
 def test_first_repro_runs_every_stage(pipeline):
     ran = ran_stages(pipeline.first_repro.stdout)
     assert ran[0] == "download" and ran[-1] == "report"
-    assert sorted(ran) == sorted(["download", "train", "evaluate", "train_random_labels", "quality", "report"]
-                                 + [f"explain@{m}" for m in PIPELINE_METHODS])
+    assert sorted(ran) == sorted(["download", "train", "evaluate", "train_random_labels", "train_decoy", "verdicts",
+                                  "report"] + [f"explain@{m}" for m in PIPELINE_METHODS]
+                                 + [f"quality@{m}" for m in PIPELINE_METHODS])
 
 
 def test_every_output_exists(pipeline):
@@ -30,9 +31,12 @@ def test_every_output_exists(pipeline):
                 "reports/report.html", "dvc.lock"]
     expected += [f"explanations/{m}.npz" for m in PIPELINE_METHODS]
     expected += [f"metrics/timing/explain/{m}.json" for m in PIPELINE_METHODS]
-    expected += ["models/model_random_labels.pt", "metrics/quality.json", "plots/quality/curves.json",
-                 "plots/quality/randomisation.json", "plots/quality/agreement.json",
-                 "quality/randomisation_examples.npz", "metrics/timing/quality.json"]
+    expected += ["models/model_random_labels.pt", "models/model_decoy.pt", "ground_truth/decoy.npz",
+                 "metrics/decoy.json", "metrics/quality.json", "quality/verdicts.json", "plots/quality/curves.json",
+                 "plots/quality/randomisation.json", "plots/quality/agreement.json"]
+    expected += [f"quality/scores/{m}.npz" for m in PIPELINE_METHODS]
+    expected += [f"metrics/quality/{m}.json" for m in PIPELINE_METHODS]
+    expected += [f"metrics/timing/quality/{m}.json" for m in PIPELINE_METHODS]
     missing = [name for name in expected if not (root / name).is_file()]
     assert not missing
     assert not list(root.rglob("*.tmp")), "an atomic write left a temporary file behind"
@@ -88,9 +92,10 @@ def test_smoothgrad_param_change_reruns_only_its_explain_stage_and_what_reads_it
     try:
         pipeline.update_params({"explain": {"methods": {"smoothgrad": {"n_samples": 10}}}})
         status = json.loads(pipeline.dvc("status", "--json").stdout)
-        assert set(status) == {"explain@smoothgrad", "quality", "report"}  # scoring follows its maps
+        one_method = ["explain@smoothgrad", "quality@smoothgrad", "verdicts", "report"]  # scoring follows its maps
+        assert set(status) == set(one_method)
         result = pipeline.dvc("repro")
-        assert ran_stages(result.stdout) == ["explain@smoothgrad", "quality", "report"]
+        assert ran_stages(result.stdout) == one_method
     finally:
         (pipeline.path / "params.yaml").write_text(original)
         restored = pipeline.dvc("repro")  # the run cache brings the previous outputs back

@@ -13,6 +13,46 @@ from mnist_xai.report import ReportInputs, build_report
 EVIL = '<script>window.pwned = 1; alert("x")</script>'
 
 
+def quality_inputs(methods: list[str], n: int) -> dict:
+    """What the quality stages would write, from the verdict rule run on synthetic per-image scores."""
+    from mnist_xai.quality.stats import interval
+    from mnist_xai.quality.verdict import Judge, findings
+    from tests.quality.test_verdict import synthetic
+
+    values = synthetic(**{m: 0.9 - 0.3 * i for i, m in enumerate(m for m in methods if m != "random")})
+    judge = Judge(values, constant_share=dict.fromkeys(values, 0.0), degenerate=dict.fromkeys(values, False),
+                  chance=16 / 784, random_label_fit=0.97, resamples=300, seed=0)
+    ranked = judge.verdicts()
+    verdicts = [{"method": v.method, "verdict": v.verdict, "reason": v.reason, "rank": r,
+                 "evidence": [vars(e) for e in v.evidence]} for r, v in enumerate(ranked, 1)]
+    by_method = {v["method"]: v["verdict"] for v in verdicts}
+    summary = {m: {**{k: dict(zip(("value", "low", "high"), interval(v, 300), strict=True))
+                      for k, v in values[m].items()},
+                   "constant_share": 0.0, "degenerate": 0, "verdict": by_method.get(m, "control")} for m in values}
+    accuracy = {name: {"value": 0.9, "low": 0.89, "high": 0.91} for name in ("consistent", "shuffled", "none")}
+    decoy = {"accuracy": accuracy, "normal_model_accuracy": accuracy, "epochs": 2, "n_train_images": 100,
+             "n_test": n, "threshold": 0.1, "n_candidates": 12, "n_ground_truth": 4, "chance": 16 / 784,
+             "consistent_minus_shuffled": {"value": 0.1, "low": 0.05, "high": 0.15}}
+    rng = np.random.default_rng(1)
+    scores = {m: {"gt_examples_decoy": rng.normal(size=(4, 28, 28)), "gt_examples_normal": rng.normal(size=(4, 28, 28)),
+                  "examples": rng.normal(size=(3, 4, 28, 28)), "example_indices": np.arange(4),
+                  "mprt_layers": np.array(["fc2", "fc1"])} for m in values}
+    return dict(
+        quality={"chance": 16 / 784, "methods": summary},
+        verdicts={"verdicts": verdicts, "neighbours": judge.neighbours(ranked), "meta_evaluation": judge.meta,
+                  "findings": findings(judge, ranked, decoy), "random_label_fit": 0.97, "chance": 16 / 784},
+        decoy=decoy, ground_truth={"indices": np.arange(4), "corners": np.arange(4) % 4, "labels": np.arange(4)},
+        scores=scores,
+        quality_curves=[{"method": m, "curve": c, "fraction": f, "mean": 1 - f, "std": 0.1}
+                        for m in values for c in ("deletion", "insertion") for f in (0.0, 0.5, 1.0)],
+        quality_randomisation=[{"method": m, "step": k, "randomised": "+".join(["fc2", "fc1"][:k]) or "none",
+                                "rho": 1 - 0.3 * k, "constant_maps": 0.0} for m in values for k in range(3)],
+        quality_agreement=[{"a": a, "b": b, "rho": 1.0 if a == b else 0.3} for a in values for b in values],
+        quality_timing={m: {"faithfulness": 0.1} for m in values},
+        random_label_metrics={"n_images": 500, "epochs": 30, "train_accuracy_on_permuted_labels": 0.97},
+    )
+
+
 def make_inputs(**overrides) -> ReportInputs:
     rng = np.random.default_rng(0)
     n = 30
@@ -21,7 +61,7 @@ def make_inputs(**overrides) -> ReportInputs:
     predictions[:5] = (predictions[:5] + 1) % 10
     explanations = {m: Explanation(method=m, maps=rng.normal(size=(n, 28, 28)).astype(np.float32),
                                    indices=np.arange(n), labels=labels, predictions=predictions,
-                                   targets=predictions, seconds=0.1) for m in ("saliency", "gradcam")}
+                                   targets=predictions, seconds=0.1) for m in ("saliency", "gradcam", "random")}
     inputs = dict(
         dataset="mnist", class_names=[str(c) for c in range(10)],
         test_images=rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8), test_labels=labels,
@@ -33,7 +73,9 @@ def make_inputs(**overrides) -> ReportInputs:
         explain_timing={m: {"seconds_per_image": 0.01, "images_per_second": 100, "seconds": 0.3}
                         for m in explanations},
         params={"base": {"dataset": "mnist"}, "train": {"epochs": 1, "batch_size": 8, "lr": 0.1},
-                "explain": {"target": "predicted"}, "methods": {"saliency": {}, "gradcam": {}}},
+                "explain": {"target": "predicted"}, "methods": {"saliency": {}, "gradcam": {}},
+                "quality": {"bootstrap_resamples": 300}},
+        **quality_inputs(["saliency", "gradcam", "random"], n),
     )
     inputs.update(overrides)
     return ReportInputs(**inputs)
@@ -43,8 +85,9 @@ def test_outside_strings_are_escaped_everywhere():
     inputs = make_inputs(
         class_names=[f"{EVIL}{c}" for c in range(10)],  # labels
         params={"base": {"dataset": EVIL}, "train": {"epochs": 1, "batch_size": 8, "lr": EVIL},
-                "explain": {"target": "predicted"}, "methods": {"saliency": {"note": EVIL}, "gradcam": {}}},
-        git={"git_commit": EVIL, "git_dirty": "true"},
+                "explain": {"target": "predicted"}, "methods": {"saliency": {"note": EVIL}, "gradcam": {}},
+                "quality": {"bootstrap_resamples": 300}},
+        git={"git_commit": EVIL, "git_dirty": "true", "git_dirty_files": EVIL},
         provenance={"model_md5": EVIL, "data_md5": "d", "tracking_uri": EVIL, "experiment": EVIL,
                     "report_run_id": EVIL, "runs": [{"stage": EVIL, "file": EVIL, "md5": "0" * 32, "run_id": EVIL}]},
     )
@@ -72,3 +115,22 @@ def test_fashion_mnist_class_names_are_used():
     names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
     html = build_report(make_inputs(dataset="fashion-mnist", class_names=names))
     assert "Ankle boot" in html and "T-shirt/top" in html
+
+
+def test_every_id_is_unique_and_every_link_lands():
+    """Two elements shared id="per-class" (the section and the evaluation table), so the nav link landed on the
+    wrong one."""
+    html = build_report(make_inputs())
+    ids = re.findall(r'\sid="([^"]+)"', html)
+    assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})
+    targets = re.findall(r'href="#([^"]+)"', html)
+    assert targets and set(targets) <= set(ids), set(targets) - set(ids)
+    for section in ("trust", "findings", "ground-truth", "quality", "meta", "sanity"):
+        assert f'<section id="{section}">' in html
+
+
+def test_the_commit_says_what_is_dirty():
+    html = build_report(make_inputs(git={"git_commit": "abc123", "git_dirty": "true",
+                                         "git_dirty_files": "params.yaml"}))
+    assert "(changed: params.yaml)" in html
+    assert "(changed" not in build_report(make_inputs(git={"git_commit": "abc123", "git_dirty": "false"}))

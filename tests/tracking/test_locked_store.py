@@ -21,7 +21,7 @@ OUTPUTS = ["metrics/evaluate.json", "predictions/misclassified.json"]
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> PipelineRepo:
-    repo = PipelineRepo.create(tmp_path_factory.mktemp("locked-store"), small_params(["saliency"]))
+    repo = PipelineRepo.create(tmp_path_factory.mktemp("locked-store"), small_params(["saliency", "random"]))
     for stage in ("download", "train", "evaluate"):
         repo.stage(stage, check=True)
     return repo

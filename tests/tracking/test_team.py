@@ -16,7 +16,8 @@ from tests.servers import mlflow_server, postgres_cluster
 METHODS = ["saliency", "random"]
 GUARD = Path(__file__).resolve().parents[1] / "network_guard"
 pytestmark = pytest.mark.xdist_group("team")  # one worker builds both runs, which the determinism test compares
-STAGES = ["train", "evaluate", "train_random_labels", "quality", "report"] + [f"explain@{m}" for m in METHODS]
+STAGES = ["train", "evaluate", "train_random_labels", "train_decoy", "verdicts", "report"] + [
+    f"{kind}@{m}" for kind in ("explain", "quality") for m in METHODS]
 
 
 def run_against(tmp: Path, uri: str, guard_log: Path | None = None) -> PipelineRepo:
@@ -83,8 +84,10 @@ def test_a_full_run_connects_to_nothing_but_loopback(sqlite_server_run):
 DETERMINISTIC = ["models/model.pt", "models/model_random_labels.pt", "metrics/train.json", "metrics/evaluate.json",
                  "metrics/quality.json", "metrics/train_random_labels.json", "plots/train/history.csv",
                  "plots/evaluate/confusion.json", "predictions/misclassified.json", "plots/quality/curves.json",
-                 "plots/quality/randomisation.json", "plots/quality/agreement.json",
-                 "quality/randomisation_examples.npz"] + [f"explanations/{m}.npz" for m in METHODS]
+                 "plots/quality/randomisation.json", "plots/quality/agreement.json", "quality/verdicts.json",
+                 "models/model_decoy.pt", "metrics/decoy.json", "ground_truth/decoy.npz"] + [
+    f"{folder}/{m}.{ext}" for m in METHODS
+    for folder, ext in (("explanations", "npz"), ("quality/scores", "npz"), ("metrics/quality", "json"))]
 
 
 def test_two_runs_from_scratch_are_byte_identical(sqlite_server_run, postgres_server_run):

@@ -45,3 +45,36 @@ def rank_correlation(ranks_a: np.ndarray, ranks_b: np.ndarray) -> np.ndarray:
 def constant_rows(a: np.ndarray) -> np.ndarray:
     flat = a.reshape(len(a), -1)
     return flat.max(axis=1) == flat.min(axis=1)
+
+
+BOOTSTRAP_RESAMPLES = 2000
+CONFIDENCE = 0.95
+
+
+def bootstrap_means(values: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> np.ndarray:
+    """Means of `resamples` bootstrap resamples (images drawn with replacement) of each row of values [k, n]
+    (or of values [n]); one seeded set of draws serves every row, so rows stay paired: [k, resamples]."""
+    values = np.asarray(values, dtype=np.float64)
+    rows = values.reshape(-1, values.shape[-1])
+    n = rows.shape[1]
+    draws = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    # a resample's mean is (how often each image was drawn) . values / n: one matrix product for all rows
+    counts = np.bincount((np.arange(resamples)[:, None] * n + draws).ravel(), minlength=resamples * n)
+    means = rows @ counts.reshape(resamples, n).T.astype(np.float64) / n
+    return means.reshape(*values.shape[:-1], resamples)
+
+
+def interval(values: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float, float]:
+    """The mean of per-image values and its 95 % percentile-bootstrap interval."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    means = bootstrap_means(values, resamples, seed)
+    low, high = np.quantile(means, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+    return float(values.mean()), float(low), float(high)
+
+
+def paired_interval(a: np.ndarray, b: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+                    ) -> tuple[float, float, float]:
+    """Mean of a - b over the same images, with its 95 % paired-bootstrap interval (both resampled together)."""
+    return interval(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64), resamples, seed)

@@ -7,7 +7,6 @@ as data: URIs, so the file opens from disk with no network.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 from mnist_xai.attribution import REGISTRY, is_signed
 from mnist_xai.evaluation import confusion_matrix
 from mnist_xai.explanation import Explanation
-from mnist_xai.quality import rank_methods
+from mnist_xai.quality.metrics import METRICS
 from mnist_xai.report import figures
 
 log = logging.getLogger(__name__)
@@ -46,25 +45,24 @@ class ReportInputs:
     git: dict[str, str] = field(default_factory=dict)
     n_samples: int = 8
     n_misclassified: int = 6
-    quality: dict | None = None  # metrics/quality.json: {"threshold", "methods": {method: {metric: value}}}
+    quality: dict | None = None  # metrics/quality.json: {"chance", "methods": {method: {metric: {value, low, high}}}}
+    verdicts: dict | None = None  # quality/verdicts.json: verdicts, neighbours, meta_evaluation, findings
+    decoy: dict = field(default_factory=dict)  # metrics/decoy.json
+    ground_truth: dict[str, np.ndarray] = field(default_factory=dict)  # ground_truth/decoy.npz
+    scores: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # quality/scores/<method>.npz
     quality_curves: list[dict] = field(default_factory=list)  # plots/quality/curves.json
     quality_randomisation: list[dict] = field(default_factory=list)  # plots/quality/randomisation.json
     quality_agreement: list[dict] = field(default_factory=list)  # plots/quality/agreement.json
-    quality_examples: dict[str, np.ndarray] = field(default_factory=dict)  # quality/randomisation_examples.npz
-    quality_timing: dict = field(default_factory=dict)
+    quality_timing: dict[str, dict] = field(default_factory=dict)  # method -> seconds per part
     random_label_metrics: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)  # hashes, tracking URI, the MLflow run behind each file
-    baseline: dict | None = None  # {"rev", "evaluate": metrics, "quality": metrics} or {"rev", "error"}
+    baseline: dict | None = None  # {"rev", "evaluate": metrics, "quality": metrics}
 
 
 def read_history(path: Path) -> list[dict]:
     with open(path, newline="") as handle:
         return [{key: (int(value) if key == "epoch" else float(value)) for key, value in row.items()}
                 for row in csv.DictReader(handle)]
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
 
 
 def pick_samples(explanation: Explanation, count: int, correct: bool) -> list[int]:
@@ -114,60 +112,94 @@ def _map_cells(inputs: ReportInputs, rows: list[int]) -> tuple[list[dict], list[
     return samples, methods
 
 
-QUALITY_COLUMNS = [  # key, heading, better, digits
-    ("deletion_auc", "Deletion AUC", "lower", 3),
-    ("insertion_auc", "Insertion AUC", "higher", 3),
-    ("faithfulness_gap", "Insertion − deletion", "higher", 3),
-    ("model_randomisation_rho", "Model randomisation ρ", "lower", 2),
-    ("data_randomisation_rho", "Data randomisation ρ", "lower", 2),
-    ("max_sensitivity", "Max-sensitivity", "lower", 3),
-    ("sparseness", "Sparseness (Gini)", "higher", 3),
-]
+VERDICT_CLASS = {"trust": "trust", "use with care": "care", "too weak to call": "weak", "do not trust": "no",
+                 "control": "control"}
 
 
 def _quality_context(inputs: ReportInputs) -> dict[str, Any]:
-    """The quality sections: table, ranking, curves, randomisation examples, agreement."""
-    if not inputs.quality:
+    """The quality sections: verdicts, findings, meta-evaluation, ground truth, the table, curves, agreement."""
+    if not inputs.quality or not inputs.verdicts:
         return {"quality": None}
-    summaries, threshold = inputs.quality["methods"], inputs.quality["threshold"]
-    ranking = rank_methods(summaries, threshold)
-    verdicts = {row["method"]: row for row in ranking}
-    table = []
-    for method, values in summaries.items():
-        verdict = verdicts.get(method, {"verdict": "control", "rank": None})
-        table.append({"method": method, "values": values, "verdict": verdict["verdict"], "rank": verdict["rank"],
-                      "seconds_per_image": inputs.explain_timing.get(method, {}).get("seconds_per_image")})
+    summaries = inputs.quality["methods"]
+    verdicts = inputs.verdicts["verdicts"]
+    by_method = {v["method"]: v for v in verdicts}
+    neighbours = {row["a"]: row for row in inputs.verdicts["neighbours"]}
+    table = [{"method": method, "values": values, "verdict": values["verdict"],
+              "rank": by_method.get(method, {}).get("rank"),
+              "seconds_per_image": inputs.explain_timing.get(method, {}).get("seconds_per_image")}
+             for method, values in summaries.items()]
     names = list(dict.fromkeys(row["a"] for row in inputs.quality_agreement))
     matrix = np.array([[row["rho"] for row in inputs.quality_agreement if row["a"] == a] for a in names])
     return {
         "quality": True,
-        "threshold": threshold,
-        "quality_columns": QUALITY_COLUMNS,
+        "chance": inputs.quality["chance"],
+        "metrics": METRICS,
+        "metric_groups": list(dict.fromkeys(metric.group for metric in METRICS)),
         "quality_table": table,
-        "ranking": ranking,
+        "verdicts": verdicts,
+        "verdict_class": VERDICT_CLASS,
+        "neighbours": neighbours,
+        "meta_evaluation": inputs.verdicts["meta_evaluation"],
+        "findings": inputs.verdicts["findings"],
+        "random_label_fit": inputs.verdicts["random_label_fit"],
+        "decoy": inputs.decoy,
+        "ground_truth_examples": _ground_truth_examples(inputs),
         "faithfulness_figure": figures.data_uri(figures.figure_png(figures.faithfulness_figure(inputs.quality_curves))),
         "randomisation_figure": figures.data_uri(figures.figure_png(
-            figures.randomisation_figure(inputs.quality_randomisation, threshold))),
+            figures.randomisation_figure(inputs.quality_randomisation))),
         "agreement_figure": figures.data_uri(figures.figure_png(figures.agreement_figure(names, matrix)))
         if names else None,
         "randomisation_examples": _randomisation_examples(inputs),
-        "quality_timing": inputs.quality_timing,
+        "quality_timing": [{"method": m, "seconds": sum(parts.values()), **parts}
+                           for m, parts in inputs.quality_timing.items()],
         "random_label_metrics": inputs.random_label_metrics,
     }
 
 
+def _ground_truth_examples(inputs: ReportInputs) -> dict[str, Any] | None:
+    """The first ground-truth images with the cue, and each method's map on the decoy model (which uses the cue)
+    and on the normal model (which never saw it), on one scale per method."""
+    from mnist_xai.decoy import cue_level, with_cue
+
+    truth = inputs.ground_truth
+    if not truth or not inputs.scores:
+        return None
+    count = min(len(truth["indices"]), *(len(s["gt_examples_decoy"]) for s in inputs.scores.values()))
+    images = with_cue(inputs.test_images[truth["indices"][:count]], truth["corners"][:count],
+                      cue_level(truth["labels"][:count]))
+    names = inputs.class_names
+    samples = [{"src": figures.data_uri(figures.digit_png(image)),
+                "alt": f"Test image #{int(index)} with the planted patch (true class {names[int(label)]})",
+                "label": names[int(label)]}
+               for image, index, label in zip(images, truth["indices"][:count], truth["labels"][:count], strict=True)]
+    rows = []
+    for method, scores in inputs.scores.items():
+        decoy_maps, normal_maps = scores["gt_examples_decoy"][:count], scores["gt_examples_normal"][:count]
+        signed = is_signed(method)
+        limit = figures.scale_limit(np.concatenate([decoy_maps, normal_maps]))
+        cells = []
+        for model, maps in (("decoy", decoy_maps), ("normal", normal_maps)):
+            for image, sample, attribution in zip(images, samples, maps, strict=True):
+                cells.append({"src": figures.data_uri(figures.png_bytes(
+                    figures.overlay_rgb(image, attribution, limit, signed))),
+                    "alt": f"{method} map of the {model} model for {sample['alt'][0].lower()}{sample['alt'][1:]}"})
+        rows.append({"name": method, "cells": cells, "limit": limit, "signed": signed,
+                     "colour_bar": figures.data_uri(figures.colour_bar_png(signed))})
+    return {"samples": samples, "rows": rows}
+
+
 def _randomisation_examples(inputs: ReportInputs) -> dict[str, Any] | None:
     """Maps of one test image as the model's layers are randomised: a row per method, a column per step."""
-    examples = inputs.quality_examples
-    if not examples or "indices" not in examples or not len(examples["indices"]):
+    if not inputs.scores:
         return None
-    index = int(examples["indices"][0])
+    first = next(iter(inputs.scores.values()))
+    index = int(first["example_indices"][0])
     image = inputs.test_images[index]
-    layers = [str(layer) for layer in examples["layers"]]
+    layers = [str(layer) for layer in first["mprt_layers"]]
     steps = ["trained"] + [f"+{layer}" for layer in layers]
     rows = []
-    for method in (str(m) for m in examples["methods"]):
-        maps = examples[f"maps_{method}"][:, 0]  # [steps, H, W] for the first example image
+    for method, scores in inputs.scores.items():
+        maps = scores["examples"][:, 0]  # [steps, H, W] for the first example image
         signed = is_signed(method)
         limit = figures.scale_limit(maps)
         cells = [{"src": figures.data_uri(figures.png_bytes(figures.overlay_rgb(image, step_map, limit, signed))),
@@ -198,13 +230,13 @@ def _class_means(inputs: ReportInputs) -> dict[str, Any]:
     return {"class_columns": [inputs.class_names[c] for c in classes], "class_rows": rows}
 
 
-BASELINE_METRICS = [("model_randomisation_rho", "lower"), ("data_randomisation_rho", "lower"),
-                    ("deletion_auc", "lower"), ("insertion_auc", "higher")]
+BASELINE_METRICS = [("gt_pointing", "higher"), ("gt_mass", "higher"), ("deletion_auc", "lower"),
+                    ("insertion_auc", "higher"), ("smprt_vs_edge", "lower"), ("emprt_rise", "higher")]
 
 
 def _baseline_rows(inputs: ReportInputs) -> list[dict]:
     """Current against baseline metrics, for the keys both have."""
-    if not inputs.baseline or "error" in inputs.baseline:
+    if not inputs.baseline:
         return []
     rows = []
     before = inputs.baseline.get("evaluate", {}).get("accuracy")
@@ -215,9 +247,9 @@ def _baseline_rows(inputs: ReportInputs) -> list[dict]:
     new = (inputs.quality or {}).get("methods", {})
     for method in [m for m in new if m in old]:
         for key, better in BASELINE_METRICS:
-            if key in old[method]:
-                rows.append({"metric": f"{method}: {key}", "better": better, "baseline": old[method][key],
-                             "current": new[method][key]})
+            if isinstance(old[method].get(key), dict) and key in new[method]:
+                rows.append({"metric": f"{method}: {key}", "better": better, "baseline": old[method][key]["value"],
+                             "current": new[method][key]["value"]})
     for row in rows:
         row["delta"] = row["current"] - row["baseline"]
         row["improved"] = (row["delta"] > 0) == (row["better"] == "higher") if row["delta"] else None
@@ -270,7 +302,7 @@ def build_context(inputs: ReportInputs) -> dict[str, Any]:
         "baseline_rows": _baseline_rows(inputs),
         "compute_seconds": (inputs.train_timing.get("train_seconds", 0)
                             + sum(t.get("seconds", 0) for t in inputs.explain_timing.values())
-                            + sum(inputs.quality_timing.values())),
+                            + sum(sum(parts.values()) for parts in inputs.quality_timing.values())),
         **_class_means(inputs),
         **_quality_context(inputs),
     }

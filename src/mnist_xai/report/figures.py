@@ -22,7 +22,6 @@ from PIL import Image  # noqa: E402
 
 SIGNED_CMAP = "bwr"
 UNSIGNED_CMAP = "inferno"
-SCALE = 1  # maps are embedded at their own 28 px; the page scales them up with image-rendering: pixelated
 
 
 def scale_limit(maps: np.ndarray) -> float:
@@ -45,12 +44,11 @@ def overlay_rgb(image: np.ndarray, attribution: np.ndarray, limit: float, signed
     return (255 * ((1 - alpha) * base + alpha * colour)).round().astype(np.uint8)
 
 
-def png_bytes(rgb: np.ndarray, scale: int = SCALE) -> bytes:
-    image = Image.fromarray(rgb)
-    if scale != 1:
-        image = image.resize((rgb.shape[1] * scale, rgb.shape[0] * scale), Image.Resampling.NEAREST)
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """A PNG at the array's own size: maps are embedded at 28 px, and the page scales them up
+    (image-rendering: pixelated)."""
     out = io.BytesIO()
-    image.save(out, format="PNG")
+    Image.fromarray(rgb).save(out, format="PNG")
     return out.getvalue()
 
 
@@ -70,7 +68,7 @@ def colour_bar_png(signed: bool, width: int = 160, height: int = 12) -> bytes:
     else:
         colours = matplotlib.colormaps[UNSIGNED_CMAP](0.25 + 0.75 * ramp)[:, :3]
     rgb = (255 * np.repeat(colours[None], height, axis=0)).round().astype(np.uint8)
-    return png_bytes(rgb, scale=1)
+    return png_bytes(rgb)
 
 
 def figure_png(figure) -> bytes:
@@ -174,8 +172,8 @@ def faithfulness_figure(curves: list[dict]):
     return figure
 
 
-def randomisation_figure(records: list[dict], threshold: float):
-    """Spearman rho of |map| against the trained model's as layers are randomised from the top."""
+def randomisation_figure(records: list[dict]):
+    """Spearman rho of |map| against the trained model's as layers are randomised from the top (original MPRT)."""
     methods = list(dict.fromkeys(row["method"] for row in records))
     colours = _method_colours(methods)
     figure, axis = plt.subplots(figsize=(7.5, 3.6))
@@ -186,10 +184,9 @@ def randomisation_figure(records: list[dict], threshold: float):
         control = method == "random"
         axis.plot(range(len(rows)), [row["rho"] for row in rows], "--o" if control else "-o", ms=3,
                   color=colours[method], lw=2 if control else 1.3, label=method)
-    axis.axhline(threshold, color="firebrick", lw=1, ls=":", label=f"threshold {threshold:g}")
     axis.set_xticks(range(len(labels)), ["trained"] + [f"+{name}" for name in labels[1:]])
     axis.set(xlabel="layers re-initialised (cascading, from the top)", ylabel="Spearman rho of |map|",
-             title="Model-parameter randomisation")
+             title="Model-parameter randomisation (original MPRT)")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     figure.tight_layout()

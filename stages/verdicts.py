@@ -1,0 +1,81 @@
+"""verdicts: the cross-method part of the quality checks, light (no torch): every method's verdict from
+interval tests against the controls, paired comparisons, the meta-evaluation of the sanity checks against the
+ground truth, which published findings reproduce, and the agreement between methods. It reads what the
+quality@<method> stages wrote, so a change to one method re-scores that method and then only this."""
+
+import logging
+from pathlib import Path
+
+from mnist_xai import params, stage, tracking
+from mnist_xai.files import atomic_write_json, read_json, read_npz
+
+log = logging.getLogger("verdicts")
+
+METRICS = Path("metrics/quality.json")
+VERDICTS = Path("quality/verdicts.json")
+CURVES = Path("plots/quality/curves.json")
+RANDOMISATION = Path("plots/quality/randomisation.json")
+AGREEMENT = Path("plots/quality/agreement.json")
+
+
+def main() -> None:
+    p = params.load("base", "explain", "quality", "tracking")
+    methods = list(params.configured_methods())
+    import numpy as np
+
+    from mnist_xai.explanation import load_explanations
+    from mnist_xai.quality.metrics import METRICS as TABLE
+    from mnist_xai.quality.stats import centred_ranks, rank_correlation
+    from mnist_xai.quality.verdict import Judge, findings
+
+    keys = tuple(metric.key for metric in TABLE)
+    arrays = {m: read_npz(Path("quality/scores") / f"{m}.npz", f"quality@{m}", keys=keys) for m in methods}
+    summaries = {m: read_json(Path("metrics/quality") / f"{m}.json", f"quality@{m}") for m in methods}
+    decoy = read_json("metrics/decoy.json", "train_decoy")
+    random_labels = read_json("metrics/train_random_labels.json", "train_random_labels")
+    judge = Judge({m: {k: arrays[m][k] for k in keys} for m in methods},
+                  constant_share={m: summaries[m]["constant_share"] for m in methods},
+                  degenerate={m: summaries[m]["degenerate"] for m in methods}, chance=decoy["chance"],
+                  random_label_fit=random_labels["train_accuracy_on_permuted_labels"],
+                  resamples=p.quality.bootstrap_resamples, seed=p.base.seed)
+
+    with tracking.stage_run("verdicts", p.tracking.experiment) as run:
+        ranked = judge.verdicts()
+        verdicts = [{"method": v.method, "verdict": v.verdict, "reason": v.reason, "rank": rank,
+                     "evidence": [vars(e) for e in v.evidence]} for rank, v in enumerate(ranked, 1)]
+        by_method = {v["method"]: v["verdict"] for v in verdicts}
+        atomic_write_json(METRICS, {"chance": decoy["chance"], "methods": {
+            m: {**{k: v for k, v in summaries[m]["metrics"].items()}, "constant_share": summaries[m]["constant_share"],
+                "degenerate": int(summaries[m]["degenerate"]), "verdict": by_method.get(m, "control")}
+            for m in methods}})
+        atomic_write_json(VERDICTS, {"verdicts": verdicts, "neighbours": judge.neighbours(ranked),
+                                     "meta_evaluation": judge.meta,
+                                     "findings": findings(judge, ranked, decoy), "chance": decoy["chance"],
+                                     "random_label_fit": random_labels["train_accuracy_on_permuted_labels"]})
+        atomic_write_json(CURVES, [
+            {"method": m, "curve": name, "fraction": round(float(f), 6), "mean": round(float(mean), 6),
+             "std": round(float(std), 6)}
+            for m in methods for name in ("deletion", "insertion")
+            for f, mean, std in zip(arrays[m]["curve_fractions"], arrays[m][f"curve_{name}"].mean(0),
+                                    arrays[m][f"curve_{name}"].std(0), strict=True)])
+        atomic_write_json(RANDOMISATION, [
+            {"method": m, "step": step, "randomised": "+".join(str(layer) for layer in arrays[m]["mprt_layers"][:step])
+             or "none", "rho": round(float(rho), 6), "constant_maps": round(float(constant), 6)}
+            for m in methods
+            for step, (rho, constant) in enumerate(zip(arrays[m]["mprt_curve"], arrays[m]["mprt_constant"],
+                                                       strict=True))])
+        explanations = load_explanations("explanations", methods)
+        n = min(p.quality.n_images, len(next(iter(explanations.values())).maps))
+        ranks = {m: centred_ranks(np.abs(e.maps[:n])) for m, e in explanations.items()}
+        atomic_write_json(AGREEMENT, [{"a": a, "b": b, "rho": 1.0 if a == b else
+                                       round(float(rank_correlation(ranks[a], ranks[b]).mean()), 6)}
+                                      for a in methods for b in methods])
+        run.log_metrics({f"{m}.verdict_rank": v["rank"] for v in verdicts for m in [v["method"]]})
+        run.set_tags({f"verdict.{v['method']}": v["verdict"] for v in verdicts}
+                     | {"output_md5": tracking.file_md5(METRICS)})
+    for v in verdicts:
+        log.info("%-22s %-16s %s", v["method"], v["verdict"], v["reason"])
+
+
+if __name__ == "__main__":
+    stage.run(main)
