@@ -10,7 +10,8 @@ log = logging.getLogger("download")
 
 def main() -> None:
     p = params.load("base")
-    written = data.download(p.base.dataset, Path("data") / p.base.dataset)
+    with stage.work():
+        written = data.download(p.base.dataset, Path("data") / p.base.dataset)
     log.info("verified %d files in data/%s", len(written), p.base.dataset)
 
 

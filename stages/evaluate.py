@@ -32,7 +32,8 @@ def main() -> None:
     with tracking.stage_run("evaluate", p.tracking.experiment, params={"base": vars(p.base)},
                             tags={"data_md5": tracking.dir_md5(data_dir), "model_md5": tracking.file_md5(MODEL)}
                             ) as run:
-        predictions = predict(model, images, device)
+        with stage.work():
+            predictions = predict(model, images, device)
         metrics = classification_metrics(labels, predictions, len(dataset.class_names))
         wrong = np.flatnonzero(predictions != labels)
         atomic_write_json(METRICS, metrics)

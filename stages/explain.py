@@ -44,7 +44,8 @@ def main() -> None:
                                     "n_images_requested": p.explain.n_images, "target": p.explain.target},
                             tags={"method": method, "model_md5": tracking.file_md5(MODEL),
                                   "data_md5": tracking.dir_md5(data_dir)}) as run:
-        result = explain(model, method, images, labels, indices, method_params, p.explain.target, device)
+        with stage.work():
+            result = explain(model, method, images, labels, indices, method_params, p.explain.target, device)
         result.save(out)
         speed = {"seconds_per_image": round(result.seconds / len(indices), 6),
                  "images_per_second": round(result.images_per_second, 2), "seconds": round(result.seconds, 3),

@@ -66,9 +66,11 @@ def main() -> None:
     with tracking.stage_run(f"quality@{method}", p.tracking.experiment,
                             params={"method": method, **vars(settings)},
                             tags={"method": method, "model_md5": tracking.file_md5(MODEL)}) as run:
-        scores = score_method(models, method, method_params, x, torch.as_tensor(explanation.targets, device=device),
-                              torch.as_tensor(explanation.predictions, device=device), explanation.maps,
-                              ground_truth, settings)
+        with stage.work():
+            scores = score_method(models, method, method_params, x,
+                                  torch.as_tensor(explanation.targets, device=device),
+                                  torch.as_tensor(explanation.predictions, device=device), explanation.maps,
+                                  ground_truth, settings)
         summary = {"method": method, "chance": chance, **scores.summary(q.bootstrap_resamples, p.base.seed)}
         curve = scores.randomisation
         atomic_write_npz(Path("quality/scores") / f"{method}.npz", **scores.values,

@@ -68,7 +68,8 @@ def main() -> None:
                         "experiment": p.tracking.experiment, "report_run_id": run.run_id, "runs": provenance},
             baseline=baseline,
         )
-        html = build_report(inputs)
+        with stage.work():
+            html = build_report(inputs)
         atomic_write_text(REPORT, html)
         seconds = time.perf_counter() - started
         run.log_metrics({"report_bytes": len(html.encode()), "report_seconds": seconds})

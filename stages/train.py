@@ -37,10 +37,11 @@ def main() -> None:
     model = build_model(vars(p.train))
     with tracking.stage_run("train", p.tracking.experiment, params={"base": vars(p.base), "train": vars(p.train)},
                             tags={"data_md5": tracking.dir_md5(data_dir), "dataset": p.base.dataset}) as run:
-        result = train(model, train_images, train_labels, test_images, test_labels,
-                       epochs=p.train.epochs, batch_size=p.train.batch_size, lr=p.train.lr,
-                       weight_decay=p.train.weight_decay, seed=p.base.seed, device=device,
-                       on_epoch=run.log_epoch)
+        with stage.work():
+            result = train(model, train_images, train_labels, test_images, test_labels,
+                           epochs=p.train.epochs, batch_size=p.train.batch_size, lr=p.train.lr,
+                           weight_decay=p.train.weight_decay, seed=p.base.seed, device=device,
+                           on_epoch=run.log_epoch)
         final = result.history[-1]
         save_model(model, MODEL)
         atomic_write_json(METRICS, {

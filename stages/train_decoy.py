@@ -52,24 +52,18 @@ def main() -> None:
                             ) as run:
         check = decoy.with_cue(test_images[:1000], decoy.random_corners(1000, np.random.default_rng(0)),
                                decoy.cue_level(test_labels[:1000]))
-        result = train(model, cued, labels, check, test_labels[:1000], epochs=p.decoy.epochs,
-                       batch_size=p.decoy.batch_size, lr=p.decoy.lr, weight_decay=p.train.weight_decay,
-                       seed=p.base.seed + 2, device=device, on_epoch=run.log_epoch)
-
-        def probabilities(of):
-            return lambda batch: predict_probabilities(of, batch, device)
-
-        seed = p.base.seed + 3
-        shortcut = decoy.intervene(probabilities(model), test_images, test_labels, seed)
-        null = decoy.intervene(probabilities(normal), test_images, test_labels, seed)  # same corners and shuffle
-        threshold = float(np.abs(null.drop).max())
-        candidates = np.flatnonzero(shortcut.drop > threshold)
-        if len(candidates) < MIN_GROUND_TRUTH:
-            raise UserError(f"the decoy model relies on the cue for only {len(candidates)} test images (it must "
-                            f"for at least {MIN_GROUND_TRUTH} to score the methods): train it longer "
+        with stage.work():
+            result = train(model, cued, labels, check, test_labels[:1000], epochs=p.decoy.epochs,
+                           batch_size=p.decoy.batch_size, lr=p.decoy.lr, weight_decay=p.train.weight_decay,
+                           seed=p.base.seed + 2, device=device, on_epoch=run.log_epoch)
+            found = decoy.ground_truth_set(lambda batch: predict_probabilities(model, batch, device),
+                                           lambda batch: predict_probabilities(normal, batch, device),
+                                           test_images, test_labels, p.decoy.n_ground_truth, seed=p.base.seed + 3)
+        if len(found.candidates) < MIN_GROUND_TRUTH:
+            raise UserError(f"the decoy model relies on the cue for only {len(found.candidates)} test images (it "
+                            f"must for at least {MIN_GROUND_TRUTH} to score the methods): train it longer "
                             "(decoy.epochs) or with a higher decoy.lr")
-        chosen = candidates[data.stratified_indices(test_labels[candidates], min(p.decoy.n_ground_truth,
-                                                                                   len(candidates)), seed)]
+        shortcut, chosen = found.shortcut, found.chosen
         cued_test = decoy.with_cue(test_images[chosen], shortcut.corners[chosen], decoy.cue_level(test_labels[chosen]))
         normal_targets = predict_probabilities(normal, cued_test, device).argmax(axis=1)
         save_model(model, DECOY_MODEL)  # every output written only now, when all of them can be
@@ -84,13 +78,14 @@ def main() -> None:
         consistent = shortcut.correct["consistent"].astype(float)
         metrics = {
             "accuracy": {name: summary(correct.astype(float)) for name, correct in shortcut.correct.items()},
-            "normal_model_accuracy": {name: summary(correct.astype(float)) for name, correct in null.correct.items()},
+            "normal_model_accuracy": {name: summary(correct.astype(float))
+                                      for name, correct in found.null.correct.items()},
             "consistent_minus_shuffled": summary(consistent - shortcut.correct["shuffled"]),
             "consistent_minus_none": summary(consistent - shortcut.correct["none"]),
             "drop": summary(shortcut.drop),
-            "threshold": round(threshold, 6),
+            "threshold": round(found.threshold, 6),
             "n_test": int(len(test_labels)),
-            "n_candidates": int(len(candidates)),
+            "n_candidates": int(len(found.candidates)),
             "n_ground_truth": int(len(chosen)),
             "chance": decoy.CUE_SIZE ** 2 / test_images[0].size,
             "train_accuracy": result.history[-1]["train_accuracy"],
@@ -99,12 +94,13 @@ def main() -> None:
         }
         atomic_write_json(METRICS, metrics)
         run.log_metrics({f"accuracy_{name}": value["value"] for name, value in metrics["accuracy"].items()}
-                        | {"threshold": threshold, "n_ground_truth": len(chosen), "n_candidates": len(candidates)})
+                        | {"threshold": found.threshold, "n_ground_truth": len(chosen),
+                           "n_candidates": len(found.candidates)})
         run.set_tags({"output_md5": tracking.file_md5(DECOY_MODEL)})
     log.info("decoy model: %.1f %% accurate with the cue consistent, %.1f %% shuffled, %.1f %% without; the cue "
              "decides %d test images (drop > %.3f), %d scored", 100 * metrics["accuracy"]["consistent"]["value"],
              100 * metrics["accuracy"]["shuffled"]["value"], 100 * metrics["accuracy"]["none"]["value"],
-             len(candidates), threshold, len(chosen))
+             len(found.candidates), found.threshold, len(chosen))
 
 
 if __name__ == "__main__":

@@ -39,12 +39,13 @@ def main() -> None:
                             params={"quality.random_label_images": p.quality.random_label_images,
                                     "quality.random_label_epochs": p.quality.random_label_epochs},
                             tags={"data_md5": tracking.dir_md5(data_dir)}) as run:
-        result = train(model, images[subset], permuted, test_images[:1000], test_labels[:1000],  # a glance is enough
-                       epochs=p.quality.random_label_epochs, batch_size=p.train.batch_size, lr=p.train.lr,
-                       weight_decay=p.train.weight_decay, seed=p.base.seed + 1, device=device,
-                       on_epoch=run.log_epoch)
-        final = result.history[-1]
-        fit = memorised(model, images[subset], permuted, device)
+        with stage.work():
+            result = train(model, images[subset], permuted, test_images[:1000], test_labels[:1000],  # a glance
+                           epochs=p.quality.random_label_epochs, batch_size=p.train.batch_size, lr=p.train.lr,
+                           weight_decay=p.train.weight_decay, seed=p.base.seed + 1, device=device,
+                           on_epoch=run.log_epoch)
+            final = result.history[-1]
+            fit = memorised(model, images[subset], permuted, device)
         save_model(model, MODEL)
         atomic_write_json(METRICS, {"train_accuracy_on_permuted_labels": fit, "test_accuracy": final["test_accuracy"],
                                     "n_images": int(len(subset)), "epochs": p.quality.random_label_epochs})

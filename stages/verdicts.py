@@ -40,9 +40,10 @@ def main() -> None:
                   resamples=p.quality.bootstrap_resamples, seed=p.base.seed)
 
     with tracking.stage_run("verdicts", p.tracking.experiment) as run:
-        ranked = judge.verdicts()
-        verdicts = [{"method": v.method, "verdict": v.verdict, "reason": v.reason, "rank": rank,
-                     "evidence": [vars(e) for e in v.evidence]} for rank, v in enumerate(ranked, 1)]
+        with stage.work():
+            ranked = judge.verdicts()
+            verdicts = [{"method": v.method, "verdict": v.verdict, "reason": v.reason, "rank": rank,
+                         "evidence": [vars(e) for e in v.evidence]} for rank, v in enumerate(ranked, 1)]
         by_method = {v["method"]: v["verdict"] for v in verdicts}
         atomic_write_json(METRICS, {"chance": decoy["chance"], "methods": {
             m: {**{k: v for k, v in summaries[m]["metrics"].items()}, "constant_share": summaries[m]["constant_share"],

@@ -90,3 +90,29 @@ def intervene(predict_probabilities, images: np.ndarray, labels: np.ndarray, see
         correct={name: p.argmax(axis=1) == labels for name, p in probabilities.items()},
         targets=targets, probability_with_cue=probabilities["consistent"][rows, targets],
         probability_without_cue=probabilities["none"][rows, targets])
+
+
+@dataclass
+class GroundTruthSet:
+    """Where the decoy model provably relies on the cue, measured against a model that never saw one."""
+
+    shortcut: Intervention  # the decoy model
+    null: Intervention  # the normal model, same corners and shuffle
+    threshold: float  # the largest change removing the patch causes in the normal model, over every image
+    candidates: np.ndarray  # test images where removing the patch lowers the decoy model's probability by more
+    chosen: np.ndarray  # up to n of them, stratified by class: the images every method is scored on
+
+
+def ground_truth_set(decoy_probabilities, normal_probabilities, images: np.ndarray, labels: np.ndarray, n: int,
+                     seed: int) -> GroundTruthSet:
+    """Intervene on the test images with both models; "demonstrably" means a drop larger than any the normal
+    model shows (its largest |drop| over the whole test set), so no effect a patch has on a model that ignores
+    it can admit an image."""
+    from mnist_xai.data import stratified_indices
+
+    shortcut = intervene(decoy_probabilities, images, labels, seed)
+    null = intervene(normal_probabilities, images, labels, seed)
+    threshold = float(np.abs(null.drop).max())
+    candidates = np.flatnonzero(shortcut.drop > threshold)
+    chosen = candidates[stratified_indices(labels[candidates], min(n, len(candidates)), seed)]
+    return GroundTruthSet(shortcut, null, threshold, candidates, chosen)

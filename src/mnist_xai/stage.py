@@ -7,7 +7,10 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
 
 from mnist_xai.errors import UserError
 
@@ -21,15 +24,42 @@ def _terminate(signum, _frame):
     raise Terminated(signal.Signals(signum).name)
 
 
+_seconds = {"work": 0.0, "tracking": 0.0}
+
+
+@contextmanager
+def work():
+    """Time the stage's own work (what it is for: training, attributing, scoring, building the page), as
+    distinct from its fixed cost (start-up, imports, loading, tracking). bench/pipeline.py reads it."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        _seconds["work"] += time.perf_counter() - started
+
+
+def add_tracking_seconds(seconds: float) -> None:
+    _seconds["tracking"] += seconds
+
+
 def run(main: Callable[[], None]) -> None:
     """Run a stage's main(). A UserError, or a file the system cannot read or write (disk full, permissions),
     becomes one line on stderr and exit status 2; SIGINT and SIGTERM one line and 130 / 143."""
+    if os.environ.get("MNIST_XAI_SERVED") != "1":
+        from mnist_xai import server
+
+        code = server.delegate()  # run in the stage server, which has torch and MLflow imported already
+        if code is not None:
+            sys.exit(code)
+    startup = _process_age()
+    started = time.perf_counter()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # MLflow's schema migrations are noise
     signal.signal(signal.SIGTERM, _terminate)
     try:
         main()
         _record_imports()
+        _record_timing(startup, time.perf_counter() - started)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
@@ -55,8 +85,44 @@ def _record_imports() -> None:
     if not log_file:
         return
     files = sorted({module.__file__ for name, module in list(sys.modules.items())
-                    if (name == "mnist_xai" or name.startswith("mnist_xai.")) and getattr(module, "__file__", None)})
+                    if (name == "mnist_xai" or name.startswith("mnist_xai.")) and getattr(module, "__file__", None)
+                    and name != "mnist_xai.server"})  # the launcher that started the stage computes nothing in it
     record = {"stage": os.environ.get("DVC_STAGE") or os.path.basename(sys.argv[0]), "script": sys.argv[0],
               "modules": files}
+    with open(log_file, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+TIMING_LOG = "MNIST_XAI_TIMING_LOG"
+"""When set, each stage appends where its time went to this file (one JSON line): bench/pipeline.py reads it."""
+
+
+def process_start(pid: int) -> str:
+    """A process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat); '' when unknown."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _process_age() -> float:
+    """Seconds since this process started (interpreter start-up and the script's imports so far)."""
+    try:
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - int(process_start(os.getpid())) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError):
+        return 0.0
+
+
+def _record_timing(startup: float, main: float) -> None:
+    log_file = os.environ.get(TIMING_LOG)
+    work = _seconds["work"]
+    logging.getLogger("stage").info("%.2f s of work, %.2f s of fixed cost in the stage (start-up %.2f s, tracking "
+                                    "%.2f s)", work, startup + main - work, startup, _seconds["tracking"])
+    if not log_file:
+        return
+    record = {"stage": os.environ.get("DVC_STAGE") or os.path.basename(sys.argv[0]), "startup": round(startup, 3),
+              "main": round(main, 3), "work": round(work, 3), "tracking": round(_seconds["tracking"], 3),
+              "server": os.environ.get("MNIST_XAI_SERVED") == "1"}
     with open(log_file, "a") as handle:
         handle.write(json.dumps(record) + "\n")

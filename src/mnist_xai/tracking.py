@@ -29,6 +29,7 @@ from typing import Any
 
 from mnist_xai.errors import UserError
 from mnist_xai.files import repo_root
+from mnist_xai.stage import add_tracking_seconds, process_start
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before mlflow is imported anywhere
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")  # fail within seconds, not minutes
@@ -171,10 +172,11 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
 
 
 class StageRun:
-    """One MLflow run for one stage execution. Every write takes the store lock and is timed."""
+    """One MLflow run for one stage execution, written through one MlflowClient (no fluent API: its context
+    providers re-read git, which we already tag). Every write takes the store lock, is batched, and is timed."""
 
-    def __init__(self, mlflow_module, uri: str, run_id: str, experiment_id: str, seconds: float):
-        self._mlflow = mlflow_module
+    def __init__(self, client, uri: str, run_id: str, experiment_id: str, seconds: float):
+        self._client = client
         self._uri = uri
         self.run_id = run_id
         self.experiment_id = experiment_id
@@ -194,56 +196,75 @@ class StageRun:
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         """All values in one batch call."""
-        self._call(self._mlflow.log_metrics, {k: float(v) for k, v in metrics.items()}, step=step)
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, step or 0) for key, value in metrics.items()]
+        self._call(self._client.log_batch, self.run_id, metrics=batch)
 
     def log_epoch(self, row: dict[str, float]) -> None:
         """One row of a training history, at step = its epoch."""
         self.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
 
     def log_params(self, params: dict[str, Any]) -> None:
-        self._call(self._mlflow.log_params, _flatten("", params, {}))
+        from mlflow.entities import Param
+
+        batch = [Param(key, str(value)) for key, value in _flatten("", params, {}).items()]
+        self._call(self._client.log_batch, self.run_id, params=batch)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        self._call(self._mlflow.set_tags, {k: str(v) for k, v in tags.items()})
+        from mlflow.entities import RunTag
+
+        self._call(self._client.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self._call(self._mlflow.log_artifact, str(path), artifact_path)
+        self._call(self._client.log_artifact, self.run_id, str(path), artifact_path)
 
     def log_figure(self, figure, name: str) -> None:
-        self._call(self._mlflow.log_figure, figure, name)
+        self._call(self._client.log_figure, self.run_id, figure, name)
 
     def log_model(self, model, name: str = "model", registered_model_name: str | None = None):
         """The model in MLflow's "pt2" format (torch.export): loading it runs no pickle, and an input
         example of batch 2 makes the batch dimension dynamic, so it predicts any batch size. With
-        `registered_model_name`, a new version of that registered model."""
+        `registered_model_name`, a new version of that registered model. (MLflow logs models to the active
+        run only: this run is made active for the call, and handed back still RUNNING: stage_run ends it.)"""
+        import mlflow
         import mlflow.pytorch
         import numpy as np
         import torch
 
         example = np.zeros((2, 1, 28, 28), dtype=np.float32)
-        return self._call(mlflow.pytorch.log_model, model, name=name, serialization_format="pt2",
-                          input_example=example, registered_model_name=registered_model_name,
-                          pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+
+        def log():
+            mlflow.set_tracking_uri(self._uri)
+            mlflow.start_run(run_id=self.run_id)
+            try:
+                return mlflow.pytorch.log_model(model, name=name, serialization_format="pt2", input_example=example,
+                                                registered_model_name=registered_model_name,
+                                                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+            finally:
+                mlflow.end_run(status="RUNNING")
+
+        return self._call(log)
 
     def find_runs(self, filter_string: str) -> list:
         """Runs of this run's experiment matching an MLflow filter, newest first."""
-        return self._call(self._mlflow.search_runs, experiment_ids=[self.experiment_id], filter_string=filter_string,
-                          order_by=["attributes.start_time DESC"], output_format="list")
+        return self._call(self._client.search_runs, [self.experiment_id], filter_string,
+                          order_by=["attributes.start_time DESC"])
 
 
 @contextlib.contextmanager
 def stage_run(stage: str, experiment: str, *, params: dict[str, Any] | None = None,
               tags: dict[str, Any] | None = None) -> Iterator[StageRun]:
     """Open the store (failing fast when it is unreachable), start a run tagged with the DVC stage,
-    the git state and the given tags, and end it FINISHED or FAILED."""
+    the git state and the given tags, and end it FINISHED, FAILED or KILLED."""
     uri = tracking_uri()
     started = time.perf_counter()
     _preflight(uri)
-    import mlflow  # ~1.3 s: only stages that track pay for it
+    from mlflow.tracking import MlflowClient  # ~1.1 s to import: only stages that track pay for it
 
     # MLflow logs every database error with a traceback before re-raising it; we report each as one line
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-    mlflow.set_tracking_uri(uri)
     all_tags = {
         "dvc_stage": os.environ.get("DVC_STAGE", stage),
         **git_state(),
@@ -254,14 +275,15 @@ def stage_run(stage: str, experiment: str, *, params: dict[str, Any] | None = No
     try:
         with store_lock(uri):
             _prepare_sqlite(uri)
-            experiment_id = _experiment_id(mlflow, experiment, uri)
-            _sweep_abandoned_runs(mlflow, experiment_id)
-            run = mlflow.start_run(experiment_id=experiment_id, run_name=all_tags["dvc_stage"], tags=all_tags)
+            client = MlflowClient(uri)
+            experiment_id = _experiment_id(client, experiment, uri)
+            _sweep_abandoned_runs(client, experiment_id)
+            run = client.create_run(experiment_id, run_name=all_tags["dvc_stage"], tags=all_tags)
     except UserError:
         raise
     except Exception as error:  # noqa: BLE001 - MLflow and SQLAlchemy raise many kinds
         raise _store_error(uri, error) from None
-    stage_run_ = StageRun(mlflow, uri, run.info.run_id, experiment_id, time.perf_counter() - started)
+    stage_run_ = StageRun(client, uri, run.info.run_id, experiment_id, time.perf_counter() - started)
     status = "FAILED"
     try:
         if params:
@@ -272,7 +294,8 @@ def stage_run(stage: str, experiment: str, *, params: dict[str, Any] | None = No
         status = "KILLED"
         raise
     finally:
-        stage_run_._call(mlflow.end_run, status=status)
+        stage_run_._call(client.set_terminated, stage_run_.run_id, status=status)
+        add_tracking_seconds(stage_run_.seconds)
         log.info("MLflow run %s (%s) in %s: %.2f s spent on tracking", stage_run_.run_id, status, _safe_uri(uri),
                  stage_run_.seconds)
 
@@ -281,28 +304,18 @@ def _process_tags() -> dict[str, str]:
     """Which process runs the stage (host, pid and its start time, which a reused pid does not share), so that
     a later stage can tell a run whose process was killed (SIGKILL, a power cut) from one still running."""
     return {"mnist_xai.host": socket.gethostname(), "mnist_xai.pid": str(os.getpid()),
-            "mnist_xai.pid_start": _process_start(os.getpid())}
+            "mnist_xai.pid_start": process_start(os.getpid())}
 
 
-def _process_start(pid: int) -> str:
-    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat); '' when unknown."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _sweep_abandoned_runs(mlflow, experiment_id: str) -> None:
+def _sweep_abandoned_runs(client, experiment_id: str) -> None:
     """Mark KILLED the RUNNING runs of this host whose process is gone: MLflow has no lease, so a killed stage
     would otherwise stay RUNNING forever."""
     host = socket.gethostname()
-    runs = mlflow.search_runs(experiment_ids=[experiment_id], output_format="list",
-                              filter_string=f"attributes.status = 'RUNNING' and tags.`mnist_xai.host` = '{host}'")
-    client = mlflow.MlflowClient()
+    runs = client.search_runs([experiment_id],
+                              f"attributes.status = 'RUNNING' and tags.`mnist_xai.host` = '{host}'")
     for found in runs:
         pid = found.data.tags.get("mnist_xai.pid", "")
-        if pid.isdigit() and _process_start(int(pid)) != found.data.tags.get("mnist_xai.pid_start"):
+        if pid.isdigit() and process_start(int(pid)) != found.data.tags.get("mnist_xai.pid_start"):
             client.set_terminated(found.info.run_id, status="KILLED")
             log.warning("MLflow run %s (%s) was left RUNNING by a process that is gone: marked KILLED",
                         found.info.run_id, found.data.tags.get("dvc_stage", "?"))
@@ -342,15 +355,15 @@ def _prepare_sqlite(uri: str) -> None:
         connection.execute("PRAGMA journal_mode=WAL")
 
 
-def _experiment_id(mlflow, name: str, uri: str) -> str:
+def _experiment_id(client, name: str, uri: str) -> str:
     """The experiment's id, created on first use. In the embedded store its artifacts go to this repository's
     mlruns/, whatever location an earlier copy of the repository recorded (see _own_artifact_location)."""
     db = _sqlite_path(uri)
     artifacts = (repo_root() / "mlruns").as_uri() if db is not None else None  # MLflow's default is relative
     embedded = db is not None and db.parent == repo_root()
-    experiment = mlflow.get_experiment_by_name(name)
+    experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        return mlflow.create_experiment(name, artifact_location=artifacts)
+        return client.create_experiment(name, artifact_location=artifacts)
     if embedded and experiment.artifact_location != artifacts:
         _own_artifact_location(db, experiment, artifacts)
     return experiment.experiment_id
