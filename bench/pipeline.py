@@ -52,6 +52,8 @@ def run_repro(repo: Path, env: dict, *args: str) -> tuple[float, list[tuple[str,
 
 
 def stage_walls(stages: list[tuple[str, float]], total: float) -> dict[str, float]:
+    if not stages:
+        return {}
     ends = [t for _, t in stages[1:]] + [total]
     return {name: end - start for (name, start), end in zip(stages, ends, strict=True)}
 
@@ -104,7 +106,7 @@ def scenario(name: str, repo: Path, env: dict, log: Path, runs: int, before_each
 def summarise(results: list[dict]) -> dict:
     total = statistics.median(r["total"] for r in results)
     stages = {}
-    for stage in results[0]["stages"]:
+    for stage in {stage: None for r in results for stage in r["stages"]}:
         rows = [r["stages"][stage] for r in results if stage in r["stages"]]
 
         def median(key, rows=rows):
@@ -171,21 +173,17 @@ def main() -> None:
                        "ground_truth", ".dvc/cache", ".dvc/tmp"):
             subprocess.run(["rm", "-rf", str(repo / folder)], check=True)
 
+    setups = {
+        "full": from_scratch,
+        "no-op": None,
+        "one-method": lambda run: set_param(repo, ["explain", "methods", "smoothgrad", "sigma"],
+                                            round(0.16 + 0.01 * run, 2)),
+        "quality": lambda run: set_param(repo, ["quality", "sensitivity_samples"], 7 - run),
+    }
     summaries = {}
-    if "full" in args.scenarios:
-        summaries["full"] = summarise(scenario("full", repo, env, log, args.runs, from_scratch))
-    if "no-op" in args.scenarios:
-        summaries["no-op"] = summarise(scenario("no-op", repo, env, log, args.runs))
-    if "one-method" in args.scenarios:
-        summaries["one-method"] = summarise(scenario(
-            "one-method", repo, env, log, args.runs,
-            lambda run: set_param(repo, ["explain", "methods", "smoothgrad", "sigma"], round(0.16 + 0.01 * run, 2))))
-    if "quality" in args.scenarios:
-        summaries["quality"] = summarise(scenario(
-            "quality", repo, env, log, args.runs,
-            lambda run: set_param(repo, ["quality", "sensitivity_samples"], 7 - run)))
-    for name, summary in summaries.items():
-        print_scenario(name, summary)
+    for name in [s for s in setups if s in args.scenarios]:
+        summaries[name] = summarise(scenario(name, repo, env, log, args.runs, setups[name]))
+        print_scenario(name, summaries[name])
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"pipeline-{commit}.json"
     out.write_text(json.dumps({"commit": commit, "runs": args.runs, "scenarios": summaries}, indent=2))
