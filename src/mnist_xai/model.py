@@ -76,7 +76,7 @@ class MnistResNet(nn.Module):
     identity shortcuts; stage2: a block with a stride-2 1x1-conv shortcut to c2, 7x7, then `blocks` - 1 with
     identity shortcuts; global average pooling; fc(c2 -> 10)."""
 
-    def __init__(self, channels1: int = 32, channels2: int = 64, blocks: int = 1, n_classes: int = 10):
+    def __init__(self, channels1: int = 32, channels2: int = 64, blocks: int = 2, n_classes: int = 10):
         super().__init__()
         self.stem = nn.Sequential(OrderedDict([
             ("conv", nn.Conv2d(1, channels1, 3, stride=2, padding=1, bias=False)),
