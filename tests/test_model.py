@@ -131,12 +131,8 @@ def test_resnet_load_model_round_trip_detects_the_architecture(tmp_path):
     assert (len(loaded.stage1), loaded.stage2[0].conv1.out_channels, loaded.cam_layer) == (3, 24, "stage2.2.out_relu")
     x = torch.randn(3, 1, 28, 28)
     torch.testing.assert_close(loaded(x), model(x), rtol=1e-5, atol=1e-5)
-    assert isinstance(load_model_of(tmp_path, MnistCNN(8, 16, 32)), MnistCNN)
-
-
-def load_model_of(tmp_path, model):
-    save_model(model, tmp_path / "other.pt")
-    return load_model(tmp_path / "other.pt")
+    save_model(MnistCNN(8, 16, 32), tmp_path / "cnn.pt")
+    assert isinstance(load_model(tmp_path / "cnn.pt"), MnistCNN)
 
 
 def test_a_resnet_file_that_does_not_fit_is_refused_in_one_line(tmp_path):
