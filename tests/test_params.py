@@ -27,6 +27,9 @@ def test_the_committed_params_are_valid():
     ("lr", ".nan", "train.lr=nan is not allowed: expected a finite number"),
     ("batch_size", "-1", "train.batch_size=-1 is not allowed: it must be greater than 0"),
     ("epoch", "3", "unknown key train.epoch in params.yaml (a typo?): did you mean train.epochs?"),
+    ("arch", "vgg", "train.arch='vgg' is not allowed: choose one of cnn, resnet"),
+    ("blocks", "0", "train.blocks=0 is not allowed: it must be greater than 0"),
+    ("blocks", "1.5", "train.blocks=1.5 is not allowed: expected a whole number"),
 ])
 def test_bad_train_values(tmp_path, key, value, message):
     path = write(tmp_path, f"train:\n  {key}: {value}\nexplain:\n  methods:\n    random: {{}}\n")

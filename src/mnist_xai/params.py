@@ -31,10 +31,14 @@ SECTIONS: dict[str, dict[str, Param]] = {
         "lr": Param(0.003, "peak learning rate of the one-cycle schedule", positive=True),
         "weight_decay": Param(0.0001, "AdamW weight decay", minimum=0),
         "n_images": Param(0, "train on a seeded random subset of this many images; 0 = all", minimum=0),
-        "channels1": Param(32, "filters of the first conv layer", positive=True),
-        "channels2": Param(64, "filters of the second conv layer", positive=True),
-        "hidden": Param(128, "units of the first fully connected layer", positive=True),
-        "dropout": Param(0.25, "dropout before the last layer", minimum=0, maximum=0.9),
+        "arch": Param("cnn", "the network: cnn (two conv layers, two fully connected) or resnet (a small residual "
+                      "network)", choices=("cnn", "resnet")),
+        "channels1": Param(32, "filters of the first conv layer (resnet: of the stem and the first stage)",
+                           positive=True),
+        "channels2": Param(64, "filters of the second conv layer (resnet: of the second stage)", positive=True),
+        "hidden": Param(128, "units of the first fully connected layer (cnn only)", positive=True),
+        "dropout": Param(0.25, "dropout before the last layer (cnn only)", minimum=0, maximum=0.9),
+        "blocks": Param(2, "residual blocks per stage (resnet only)", positive=True),
     },
     "explain": {
         "n_images": Param(1000, "test images to explain, stratified by class, misclassified ones first",

@@ -1,7 +1,9 @@
 import torch
 from torch import nn
 
+from mnist_xai.attribution import attribute
 from mnist_xai.attribution.core import input_gradients
+from mnist_xai.attribution.perturbation import LocalRecompute, window_starts
 from mnist_xai.model import MnistCNN, commuted
 
 
@@ -27,3 +29,40 @@ def test_commuted_keeps_a_cam_layer_and_leaves_custom_forwards_alone():
 
     custom = Custom(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2))
     assert commuted(custom) is custom
+
+
+def test_commuted_leaves_the_resnet_alone(trained_resnet):
+    """Its ReLUs feed additions and convolutions, never a max-pool, and its forward is its own: nothing to
+    reorder, and the very same module comes back (so hooks and CAM layer names still apply)."""
+    assert commuted(trained_resnet) is trained_resnet
+    assert commuted(trained_resnet, keep=trained_resnet.cam_layer) is trained_resnet
+
+
+def test_occlusion_on_the_resnet_is_brute_force_full_forward_occlusion(trained_resnet, explain_inputs):
+    """LocalRecompute assumes a chain of layers; on the ResNet it steps aside, and the map equals one full
+    forward pass per occluded image, computed here patch by patch."""
+    x, _ = explain_inputs
+    x = x[:6].contiguous(memory_format=torch.channels_last)
+    assert LocalRecompute.for_model(trained_resnet) is None
+    targets = torch.arange(len(x)) % 10
+    window, stride = 5, 3
+    ours = attribute("occlusion", trained_resnet, x, targets, window=window, stride=stride, baseline="zero")
+
+    total, coverage = torch.zeros(len(x), 28, 28), torch.zeros(28, 28)
+    with torch.no_grad():
+        clean = trained_resnet(x).gather(1, targets[:, None])[:, 0]
+        starts = window_starts(28, window, stride)
+        for r in starts:
+            for c in starts:
+                occluded = x.clone()
+                occluded[:, :, r:r + window, c:c + window] = 0.0
+                drop = clean - trained_resnet(occluded).gather(1, targets[:, None])[:, 0]
+                total[:, r:r + window, c:c + window] += drop[:, None, None]
+                coverage[r:r + window, c:c + window] += 1
+    expected = total / coverage
+    assert expected.abs().max() > 0.1  # the patches matter: a map of zeros could not pass by accident
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+
+
+def test_local_recompute_still_serves_the_cnn(trained_model):
+    assert LocalRecompute.for_model(trained_model) is not None

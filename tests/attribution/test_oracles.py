@@ -1,6 +1,7 @@
-"""Our maps against independent implementations (Captum 0.9, pytorch-grad-cam 1.5.7) on a trained model
-and 64 real test images. After min-max normalising each map, they must agree to 1e-5 wherever the
-conventions agree; where we deliberately differ, a test pins the documented difference."""
+"""Our maps against independent implementations (Captum 0.9, pytorch-grad-cam 1.5.7) on 64 real test images,
+for each architecture (the CNN and the ResNet, each trained). After min-max normalising each map, they must
+agree to 1e-5 wherever the conventions agree; where we deliberately differ, a test pins the documented
+difference. CAM methods run at the model's default CAM layer (model.cam_layer)."""
 
 import numpy as np
 import pytest
@@ -36,13 +37,18 @@ def max_difference(ours, theirs) -> float:
     return float(np.abs(minmax(ours) - minmax(theirs)).max())
 
 
+def cam_module(model):
+    """The module at the model's default CAM layer: what Captum and pytorch-grad-cam take."""
+    return model.get_submodule(model.cam_layer)
+
+
 @pytest.fixture(scope="module")
-def case(trained_model, explain_inputs):
+def case(any_model, explain_inputs):
     x, _ = explain_inputs
     assert len(x) >= 64
     with torch.no_grad():
-        targets = trained_model(x).argmax(1)
-    return trained_model, x, targets
+        targets = any_model(x).argmax(1)
+    return any_model, x, targets
 
 
 # --- Captum -------------------------------------------------------------------------------------
@@ -89,12 +95,12 @@ def test_occlusion_matches_captum(case, window, stride, baseline):
 
 def test_guided_gradcam_matches_captum_with_bilinear_upsampling(case):
     model, x, t = case
-    theirs = GuidedGradCam(model, model.relu2).attribute(x, target=t, interpolate_mode="bilinear")[:, 0]
+    theirs = GuidedGradCam(model, cam_module(model)).attribute(x, target=t, interpolate_mode="bilinear")[:, 0]
     assert max_difference(attribute("guided_gradcam", model, x, t), theirs) <= TOLERANCE
 
 
 @pytest.fixture(scope="module")
-def full_range_case(trained_model, test_split):
+def full_range_case(any_model, test_split):
     """64 test images whose pixels span the full 0..255 (most of MNIST): for them the paper's per-image
     noise level is a single absolute stdev, which is what Captum's NoiseTunnel takes."""
     from mnist_xai.data import normalize
@@ -104,9 +110,9 @@ def full_range_case(trained_model, test_split):
     full = np.flatnonzero((flat.max(1) == 255) & (flat.min(1) == 0))
     x = normalize(images[full[:64]])
     with torch.no_grad():
-        targets = trained_model(x).argmax(1)
+        targets = any_model(x).argmax(1)
     spread = float(x.max() - x.min())
-    return trained_model, x, targets, spread
+    return any_model, x, targets, spread
 
 
 @pytest.mark.parametrize("method, nt_type", [("smoothgrad", "smoothgrad"), ("smoothgrad_sq", "smoothgrad_sq"),
@@ -154,7 +160,7 @@ def test_captum_layer_gradcam_differs_by_nearest_upsampling_and_no_relu(case):
     LayerAttribution.interpolate) nearest upsampling. With ReLU and bilinear it is ours."""
     model, x, t = case
     ours = attribute("gradcam", model, x, t)
-    layer_gradcam = LayerGradCam(model, model.relu2)
+    layer_gradcam = LayerGradCam(model, cam_module(model))
     defaults = LayerAttribution.interpolate(layer_gradcam.attribute(x, target=t), (28, 28))[:, 0]
     assert (defaults < 0).any(), "without the ReLU, negative evidence stays in the map"
     assert max_difference(ours, defaults) > 0.1
@@ -168,7 +174,7 @@ def test_captum_layer_gradcam_differs_by_nearest_upsampling_and_no_relu(case):
 def _grad_cam_lib(cam_class, model, x, t, **attributes):
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    with cam_class(model=model, target_layers=[model.relu2]) as cam:
+    with cam_class(model=model, target_layers=[cam_module(model)]) as cam:
         for name, value in attributes.items():
             setattr(cam, name, value)
         return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in t])
@@ -198,7 +204,7 @@ def _authors_scorecam(model, image, class_index):
     import torch.nn.functional as F
 
     captured = {}
-    handle = model.relu2.register_forward_hook(lambda m, i, o: captured.update(a=o))
+    handle = cam_module(model).register_forward_hook(lambda m, i, o: captured.update(a=o))
     with torch.no_grad():
         model(image)
     handle.remove()

@@ -101,12 +101,13 @@ def uses_channels_last(model: nn.Module) -> bool:
     )
 
 
-def spatial_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
-    """Names of the modules whose output is a feature map [N, K, h, w]: the layers a CAM can use. Found by one
-    forward pass of `example` (one image), so any architecture works."""
-    dims: dict[str, int] = {}
+def output_shapes(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[int, ...] | None]:
+    """Every named module's output shape (None for an output that is not one tensor), found by one forward
+    pass of `example` (one image), so any architecture works, blocks and containers included."""
+    shapes: dict[str, tuple[int, ...] | None] = {}
     handles = [module.register_forward_hook(
-        lambda _m, _i, output, name=name: dims.__setitem__(name, output.dim() if torch.is_tensor(output) else 0))
+        lambda _m, _i, output, name=name: shapes.__setitem__(name, tuple(output.shape) if torch.is_tensor(output)
+                                                             else None))
         for name, module in model.named_modules() if name]
     try:
         with torch.inference_mode():
@@ -114,7 +115,18 @@ def spatial_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
     finally:
         for handle in handles:
             handle.remove()
-    return [name for name, _ in model.named_modules() if dims.get(name) == 4]
+    return shapes
+
+
+def is_feature_map(shape: tuple[int, ...] | None) -> bool:
+    """[N, K, h, w] with more than one position: a 1 x 1 map (after global pooling) upsamples to a constant."""
+    return shape is not None and len(shape) == 4 and shape[2] * shape[3] > 1
+
+
+def spatial_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Names of the modules whose output is a feature map [N, K, h, w] (h x w > 1): the layers a CAM can use."""
+    shapes = output_shapes(model, example)
+    return [name for name, _ in model.named_modules() if is_feature_map(shapes.get(name))]
 
 
 def default_cam_layer(model: nn.Module) -> str:
@@ -134,10 +146,16 @@ def layer_name(model: nn.Module, layer: str, example: torch.Tensor) -> str:
     """`layer` checked against the model's spatial layers ('auto': see default_cam_layer); a clear error
     lists the valid names."""
     name = default_cam_layer(model) if layer == "auto" else layer
-    valid = spatial_layers(model, example)
+    shapes = output_shapes(model, example)
+    valid = [module for module, _ in model.named_modules() if is_feature_map(shapes.get(module))]
     if name not in valid:
-        kind = "not a spatial layer (its output is not a [N, K, h, w] feature map)" if name in dict(
-            model.named_modules()) else "unknown"
+        shape = shapes.get(name)
+        if name not in dict(model.named_modules()):
+            kind = "unknown"
+        elif shape is not None and len(shape) == 4:
+            kind = "a 1 x 1 feature map (a CAM there is constant)"
+        else:
+            kind = "not a spatial layer (its output is not a [N, K, h, w] feature map)"
         raise ParamError(f"layer {name!r} is {kind} for a CAM method: choose one of {', '.join(valid)}")
     return name
 
