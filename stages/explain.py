@@ -24,7 +24,7 @@ def main() -> None:
     # imported after the params are checked, so a bad value fails in a fraction of a second
     from mnist_xai.explanation import explain
     from mnist_xai.model import load_model
-    from mnist_xai.report.figures import method_figure
+    from mnist_xai.report.figures import method_grid
     from mnist_xai.training import resolve_device
 
     device = resolve_device(p.base.device)
@@ -54,7 +54,7 @@ def main() -> None:
         run.log_metrics(speed)
         run.set_tags({"output_md5": tracking.file_md5(out)})
         run.log_artifact(out, "maps")
-        run.log_figure(method_figure(result, images), f"{method}.png")
+        run.log_image(method_grid(result, images), f"{method}.png")
     log.info("%s: %d images in %.2f s (%.1f images/s)", method, len(indices), result.seconds,
              result.images_per_second)
 

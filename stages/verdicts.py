@@ -32,27 +32,30 @@ def main() -> None:
     arrays = {m: read_npz(Path("quality/scores") / f"{m}.npz", f"quality@{m}", keys=keys) for m in methods}
     summaries = {m: read_json(Path("metrics/quality") / f"{m}.json", f"quality@{m}") for m in methods}
     decoy = read_json("metrics/decoy.json", "train_decoy")
-    random_labels = read_json("metrics/train_random_labels.json", "train_random_labels")
-    judge = Judge({m: {k: arrays[m][k] for k in keys} for m in methods},
-                  constant_share={m: summaries[m]["constant_share"] for m in methods},
-                  degenerate={m: summaries[m]["degenerate"] for m in methods}, chance=decoy["chance"],
-                  random_label_fit=random_labels["train_accuracy_on_permuted_labels"],
-                  resamples=p.quality.bootstrap_resamples, seed=p.base.seed)
+    fit = read_json("metrics/train_random_labels.json", "train_random_labels")["train_accuracy_on_permuted_labels"]
+    explanations = load_explanations("explanations", methods)
 
     with tracking.stage_run("verdicts", p.tracking.experiment) as run:
         with stage.work():
+            judge = Judge({m: {k: arrays[m][k] for k in keys} for m in methods},
+                          constant_share={m: summaries[m]["constant_share"] for m in methods},
+                          degenerate={m: summaries[m]["degenerate"] for m in methods}, chance=decoy["chance"],
+                          random_label_fit=fit, resamples=p.quality.bootstrap_resamples, seed=p.base.seed)
             ranked = judge.verdicts()
             verdicts = [{"method": v.method, "verdict": v.verdict, "reason": v.reason, "rank": rank,
                          "evidence": [vars(e) for e in v.evidence]} for rank, v in enumerate(ranked, 1)]
+            details = {"verdicts": verdicts, "neighbours": judge.neighbours(ranked), "meta_evaluation": judge.meta,
+                       "findings": findings(judge, ranked, decoy), "chance": decoy["chance"], "random_label_fit": fit}
+            n = min(p.quality.n_images, len(next(iter(explanations.values())).maps))
+            ranks = {m: centred_ranks(np.abs(e.maps[:n])) for m, e in explanations.items()}
+            agreement = {(a, b): round(float(rank_correlation(ranks[a], ranks[b]).mean()), 6)
+                         for i, a in enumerate(methods) for b in methods[i + 1:]}
         by_method = {v["method"]: v["verdict"] for v in verdicts}
         atomic_write_json(METRICS, {"chance": decoy["chance"], "methods": {
-            m: {**{k: v for k, v in summaries[m]["metrics"].items()}, "constant_share": summaries[m]["constant_share"],
+            m: {**summaries[m]["metrics"], "constant_share": summaries[m]["constant_share"],
                 "degenerate": int(summaries[m]["degenerate"]), "verdict": by_method.get(m, "control")}
             for m in methods}})
-        atomic_write_json(VERDICTS, {"verdicts": verdicts, "neighbours": judge.neighbours(ranked),
-                                     "meta_evaluation": judge.meta,
-                                     "findings": findings(judge, ranked, decoy), "chance": decoy["chance"],
-                                     "random_label_fit": random_labels["train_accuracy_on_permuted_labels"]})
+        atomic_write_json(VERDICTS, details)
         atomic_write_json(CURVES, [
             {"method": m, "curve": name, "fraction": round(float(f), 6), "mean": round(float(mean), 6),
              "std": round(float(std), 6)}
@@ -65,11 +68,8 @@ def main() -> None:
             for m in methods
             for step, (rho, constant) in enumerate(zip(arrays[m]["mprt_curve"], arrays[m]["mprt_constant"],
                                                        strict=True))])
-        explanations = load_explanations("explanations", methods)
-        n = min(p.quality.n_images, len(next(iter(explanations.values())).maps))
-        ranks = {m: centred_ranks(np.abs(e.maps[:n])) for m, e in explanations.items()}
-        atomic_write_json(AGREEMENT, [{"a": a, "b": b, "rho": 1.0 if a == b else
-                                       round(float(rank_correlation(ranks[a], ranks[b]).mean()), 6)}
+        atomic_write_json(AGREEMENT, [{"a": a, "b": b, "rho": 1.0 if a == b else agreement.get((a, b),
+                                                                                             agreement.get((b, a)))}
                                       for a in methods for b in methods])
         run.log_metrics({f"{m}.verdict_rank": v["rank"] for v in verdicts for m in [v["method"]]})
         run.set_tags({f"verdict.{v['method']}": v["verdict"] for v in verdicts}

@@ -64,18 +64,18 @@ SECTIONS: dict[str, dict[str, Param]] = {
         "sensitivity_samples": Param(8, "perturbations per image for max-sensitivity", positive=True),
         "sensitivity_radius": Param(0.05, "max-sensitivity noise bound, as a fraction of the image's range",
                                     positive=True),
-        "random_label_images": Param(1000, "training images of the data-randomisation model", positive=True),
+        "random_label_images": Param(500, "training images of the data-randomisation model", positive=True),
         "random_label_epochs": Param(30, "epochs of the data-randomisation model: enough to memorise its permuted "
                                      "labels", positive=True),
         "bootstrap_resamples": Param(2000, "bootstrap resamples behind every 95 % interval", minimum=200,
                                      maximum=100000),
     },
     "decoy": {
-        "epochs": Param(2, "epochs of the decoy model (the same architecture, trained on Decoy MNIST)",
+        "epochs": Param(1, "epochs of the decoy model (the same architecture, trained on Decoy MNIST)",
                         positive=True),
         "lr": Param(0.01, "its peak learning rate: a shortcut is learned when the digits cannot fit the training "
                     "set alone", positive=True),
-        "batch_size": Param(128, "its images per optimisation step", positive=True),
+        "batch_size": Param(64, "its images per optimisation step", positive=True),
         "n_images": Param(0, "train it on a seeded random subset of this many images; 0 = all", minimum=0),
         "n_ground_truth": Param(128, "test images with the cue on which each method is scored, among those where "
                                 "the cue provably matters", positive=True),

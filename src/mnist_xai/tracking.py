@@ -220,8 +220,9 @@ class StageRun:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._call(self._client.log_artifact, self.run_id, str(path), artifact_path)
 
-    def log_figure(self, figure, name: str) -> None:
-        self._call(self._client.log_figure, self.run_id, figure, name)
+    def log_image(self, image, name: str) -> None:
+        """An RGB uint8 array as a PNG artifact."""
+        self._call(self._client.log_image, self.run_id, image, artifact_file=name)
 
     def log_model(self, model, name: str = "model", registered_model_name: str | None = None):
         """The model in MLflow's "pt2" format (torch.export): loading it runs no pickle, and an input

@@ -113,26 +113,24 @@ def confusion_figure(confusion: np.ndarray, class_names: list[str]):
     return figure
 
 
-def method_figure(explanation, images: np.ndarray, count: int = 16):
-    """A grid of the first `count` maps of one method, for MLflow."""
+def method_grid(explanation, images: np.ndarray, count: int = 16, columns: int = 8, zoom: int = 4) -> np.ndarray:
+    """The first `count` maps of one method overlaid on their digits, on one shared scale, as one RGB image
+    (for MLflow): a grid of `columns`, each map enlarged `zoom` times, 2 px apart. No matplotlib: it is
+    drawn in milliseconds."""
     from mnist_xai.attribution import is_signed
 
     signed = is_signed(explanation.method)
     shown = min(count, len(explanation.maps))
     limit = scale_limit(explanation.maps[:shown])
-    columns = min(8, shown)
     rows = (shown + columns - 1) // columns
-    figure, axes = plt.subplots(rows, columns, figsize=(1.3 * columns, 1.5 * rows), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
+    size = 28 * zoom
+    grid = np.full((rows * (size + 2), min(columns, shown) * (size + 2), 3), 255, dtype=np.uint8)
     for i in range(shown):
-        axis = axes.flat[i]
-        axis.imshow(overlay_rgb(images[explanation.indices[i]], explanation.maps[i], limit, signed))
-        axis.set_title(f"#{explanation.indices[i]} y={explanation.labels[i]} p={explanation.predictions[i]}",
-                       fontsize=6)
-    figure.suptitle(f"{explanation.method} (scale ±{limit:.3g})", fontsize=9)
-    figure.tight_layout()
-    return figure
+        tile = overlay_rgb(images[explanation.indices[i]], explanation.maps[i], limit, signed)
+        row, column = divmod(i, columns)
+        grid[row * (size + 2):row * (size + 2) + size, column * (size + 2):column * (size + 2) + size] = \
+            tile.repeat(zoom, axis=0).repeat(zoom, axis=1)
+    return grid
 
 
 def _method_colours(methods: list[str]) -> dict[str, tuple]:
