@@ -66,8 +66,9 @@ def open_image(path: str | Path) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(path, formats=FORMATS)
             image.seek(0)  # the first frame of an animated GIF or PNG
+            image.info["file_size"] = image.size
             if image.format == "JPEG":  # decode at a reduced scale when the file is much larger than needed
-                image.draft("RGB" if image.mode != "L" else "L", (WORKING_SIDE, WORKING_SIDE))
+                image.draft(image.mode, (WORKING_SIDE, WORKING_SIDE))
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageError(f"{path} is too large to decode safely ({_first_line(error)}); "
@@ -110,7 +111,7 @@ def border(grey: np.ndarray) -> np.ndarray:
 
 def prepare(image: Image.Image) -> Prepared:
     """The MNIST-style 28 x 28 input for a decoded image (see the module's docstring)."""
-    size, mode, file_format = image.size, image.mode, image.format or ""
+    size, mode, file_format = image.info.get("file_size", image.size), image.mode, image.format or ""
     image = ImageOps.exif_transpose(image)  # a phone photo's orientation tag: the digit upright
     if max(image.size) > WORKING_SIDE:  # anti-aliased, so thin strokes survive; keeps big photos fast
         image = image.copy()
@@ -199,10 +200,8 @@ class NearestNeighbours:
     def query(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(distance, index) of each image's nearest training image."""
         queries = _features(images)
-        squared = self.squared_norms[None, :] - 2 * queries @ self.points.T
-        nearest = squared.argmin(axis=1)
-        best = squared[np.arange(len(queries)), nearest] + np.einsum("ij,ij->i", queries, queries)
-        return np.sqrt(np.maximum(best, 0)), nearest
+        nearest = (self.squared_norms[None, :] - 2 * queries @ self.points.T).argmin(axis=1)
+        return np.linalg.norm(queries - self.points[nearest], axis=1), nearest  # exact, not via the expansion
 
 
 def _features(images: np.ndarray) -> np.ndarray:
