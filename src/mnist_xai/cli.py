@@ -82,8 +82,8 @@ def run_explain(args: argparse.Namespace) -> None:
 
     from mnist_xai import data
     from mnist_xai.attribution import attribute
+    from mnist_xai.explain_page import ImageResult, PageInputs, build_page
     from mnist_xai.model import load_model
-    from mnist_xai.report.explain_page import ImageResult, PageInputs, build_page
     from mnist_xai.tracking import file_md5
 
     if len(prepared) < ONE_THREAD_BELOW:

@@ -1,7 +1,9 @@
 """The page `mnist-xai explain` writes: a user's own images, what the model predicts, every method's map.
 
 One self-contained HTML file: Jinja2 with autoescaping and StrictUndefined, every picture a data: URI,
-no script, no request to anywhere. The maps follow the report's colour conventions (figures.py).
+no script, no request to anywhere. The maps follow the report's colour conventions (report/figures.py).
+It lives outside report/, which dvc.yaml lists as a dependency of the report stage: editing this page
+must not re-run that stage.
 """
 
 from __future__ import annotations
