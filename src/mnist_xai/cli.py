@@ -112,7 +112,7 @@ def run_explain(args: argparse.Namespace) -> None:
     model_md5 = file_md5(model_path)
     verdicts = pipeline_verdicts(root)
     pipeline_model = root / "models" / "model.pt"
-    pipeline_md5 = file_md5(pipeline_model) if pipeline_model.is_file() else None
+    pipeline_md5 = file_md5(pipeline_model) if pipeline_model.is_file() else f"unknown ({pipeline_model} is missing)"
     quality_file = root / "metrics" / "quality.json"
     page = build_page(PageInputs(
         results=results, class_names=list(data.get_dataset(dataset).class_names), dataset=dataset,

@@ -59,7 +59,7 @@ class PageInputs:
     params_source: str  # where the params came from, in words
     verdicts: dict[str, dict] | None = None  # method -> {"verdict", "scores": {label: (value, low, high)}}
     verdicts_source: str = ""  # e.g. "metrics/quality.json of the last pipeline run"
-    verdicts_model_md5: str | None = None  # the model the pipeline scored
+    verdicts_model_md5: str | None = None  # the md5 of the model the pipeline scored (or why it is unknown)
     ood_note: str = ""  # why there is no OOD score, when there is none
     extra_warnings: list[str] = field(default_factory=list)
 
@@ -140,8 +140,7 @@ def _image_context(index: int, result: ImageResult, inputs: PageInputs) -> dict[
 
 def build_context(inputs: PageInputs) -> dict[str, Any]:
     images = [_image_context(i, result, inputs) for i, result in enumerate(inputs.results, 1)]
-    stale = (inputs.verdicts is not None and inputs.verdicts_model_md5 is not None
-             and inputs.verdicts_model_md5 != inputs.model_md5)
+    stale = inputs.verdicts is not None and inputs.verdicts_model_md5 != inputs.model_md5
     return {
         "images": images,
         "dataset": inputs.dataset,
