@@ -5,6 +5,7 @@
 #   ./dev.sh ui                       open the MLflow UI on the embedded store (http://127.0.0.1:5000)
 #   ./dev.sh bench [script args]      run the attribution benchmark (bench/attribution.py)
 #   ./dev.sh lint                     ruff
+#   ./dev.sh notebook                 open notebooks/walkthrough.ipynb in JupyterLab (installs it on first use)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -23,7 +24,7 @@ python_311() {
   log "Python 3.11 or newer is required (python3.11 or python3 on PATH)"; exit 1
 }
 
-# setup EXTRAS: make .venv and install the project with EXTRAS ("" or "test"), pinned by
+# setup EXTRAS: make .venv and install the project with EXTRAS ("", "test" or "notebook"), pinned by
 # constraints.txt; skipped when the same pyproject.toml + constraints.txt were installed before.
 setup() {
   local extras=$1 target=. stamp want
@@ -81,6 +82,11 @@ case "$cmd" in
   lint)
     setup test
     exec ruff check .
+    ;;
+  notebook)
+    setup notebook
+    root_flag=(); [ "$(id -u)" = 0 ] && root_flag=(--allow-root)  # JupyterLab refuses root without it
+    exec jupyter lab "${root_flag[@]}" notebooks/walkthrough.ipynb "$@"
     ;;
   *)
     sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'

@@ -1,0 +1,293 @@
+"""The `mnist-xai` console command (installed by `pip install -e .`; also `python -m mnist_xai.cli`).
+
+    mnist-xai explain IMAGE... [--model PATH] [--methods a,b,... | --all] [--out FILE] [--root DIR]
+
+Each subcommand is one entry in COMMANDS: a function that adds its arguments and one that runs it.
+Every user error is one line `error: ...` on stderr and exit status 2, as in the pipeline's stages.
+Unlike the library, this module knows the pipeline's layout (params.yaml, models/, metrics/, data/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from mnist_xai.errors import UserError
+
+log = logging.getLogger("mnist_xai.cli")
+
+SEED_METHODS = ("saliency", "smoothgrad", "gradcam", "scorecam")
+"""The seed notebook's four methods: what `explain` runs when there is no params.yaml."""
+OOD_TRAIN_IMAGES = 20_000  # the first 20,000 training images are the neighbours searched ...
+OOD_REFERENCE_IMAGES = 500  # ... and 500 test images (seeded) the yardstick: ~0.2 s in all
+ONE_THREAD_BELOW = 32
+"""Fewer images than this are explained on one thread: too little work to share, and on a busy machine
+two OpenMP threads waiting for each other made one image's four methods 15x slower (0.5 s, not 0.03 s)."""
+QUALITY_SCORES = {  # metrics/quality.json key -> label on the page
+    "deletion_auc": "deletion AUC ↓",
+    "insertion_auc": "insertion AUC ↑",
+    "model_randomisation_rho": "model randomisation ρ ↓",
+    "data_randomisation_rho": "data randomisation ρ ↓",
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors as one line `error: ...` and exit status 2."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# explain
+
+
+def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", metavar="IMAGE",
+                        help="PNG, JPEG, BMP or GIF files: a photo or a drawing of a digit, any size, grey or colour")
+    parser.add_argument("--root", type=Path, default=Path("."),
+                        help="the pipeline's folder, holding params.yaml, models/, data/, metrics/ (default: .)")
+    parser.add_argument("--model", type=Path, help="the model's state_dict (default: ROOT/models/model.pt)")
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument("--methods", help="comma-separated methods, e.g. gradcam,scorecam (default: the methods "
+                        "under explain.methods in params.yaml, with their params there)")
+    choice.add_argument("--all", action="store_true", help="every method mnist-xai has")
+    parser.add_argument("--out", type=Path, help="the HTML page to write (default: ROOT/reports/explain-<name>.html)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each step and its wall time")
+
+
+def run_explain(args: argparse.Namespace) -> None:
+    clock = Stopwatch()
+    from mnist_xai.user_image import load_and_prepare  # no torch yet: a bad file fails in a fraction of a second
+
+    prepared = [load_and_prepare(name) for name in args.images]
+    root = args.root
+    params_file = root / "params.yaml"
+    out = args.out or root / "reports" / f"explain-{page_name(args.images)}.html"
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder: give a file name, e.g. {out / 'explain.html'}")
+    dataset = _dataset(params_file)
+    clock.lap(f"read and prepared {len(prepared)} image(s)")
+    methods, params_source = chosen_methods(args, params_file)
+    clock.lap("imported torch and the methods")
+
+    import numpy as np
+    import torch
+
+    from mnist_xai import data
+    from mnist_xai.attribution import attribute
+    from mnist_xai.explain_page import ImageResult, PageInputs, build_page
+    from mnist_xai.model import load_model
+    from mnist_xai.tracking import file_md5
+
+    if len(prepared) < ONE_THREAD_BELOW:
+        torch.set_num_threads(1)
+    model_path = args.model or root / "models" / "model.pt"
+    model = load_model(model_path)
+    images = np.stack([p.image for p in prepared])
+    x = data.normalize(images)
+    with torch.inference_mode():
+        probabilities = torch.softmax(model(x).float(), dim=1).numpy()
+    predicted = torch.as_tensor(probabilities.argmax(axis=1))
+    clock.lap("loaded the model and predicted")
+    maps, seconds = {}, {}
+    for method, method_params in methods.items():
+        lap = time.perf_counter()
+        maps[method] = attribute(method, model, x, predicted, **method_params).numpy()
+        seconds[method] = (time.perf_counter() - lap) / len(images)
+    clock.lap(f"explained with {len(methods)} method(s)")
+    scores, nearest, ood_note = _ood(images, root, dataset)
+    clock.lap("scored how unlike the training data")
+
+    results = [ImageResult(name=name, prepared=p, probabilities=probabilities[i],
+                           maps={method: maps[method][i] for method in methods}, seconds=seconds,
+                           ood=scores[i], nearest_image=nearest[i][0], nearest_label=nearest[i][1])
+               for i, (name, p) in enumerate(zip(args.images, prepared, strict=True))]
+    model_md5 = file_md5(model_path)
+    verdicts = pipeline_verdicts(root)
+    pipeline_model = root / "models" / "model.pt"
+    pipeline_md5 = file_md5(pipeline_model) if pipeline_model.is_file() else f"unknown ({pipeline_model} is missing)"
+    quality_file = root / "metrics" / "quality.json"
+    page = build_page(PageInputs(
+        results=results, class_names=list(data.get_dataset(dataset).class_names), dataset=dataset,
+        model_path=str(model_path), model_md5=model_md5, method_params=methods, params_source=params_source,
+        verdicts=verdicts, verdicts_model_md5=pipeline_md5,
+        verdicts_source=f"{quality_file} from the last pipeline run" if verdicts is not None else
+        f"{quality_file} does not exist: run the pipeline (dvc repro) for each method's verdict",
+        ood_note=ood_note))
+    _write(out, page)
+    clock.lap(f"wrote {out}")
+
+    for result in results:
+        ood = f"OOD percentile {result.ood.percentile:.0f}" if result.ood else "no OOD score"
+        print(f"{result.name}: predicted {result.predicted} ({100 * result.probabilities.max():.1f} %), {ood}")
+    if verdicts is not None and pipeline_md5 != model_md5:
+        print(f"warning: the pipeline's verdicts are for model {pipeline_md5}, not {model_path} ({model_md5})",
+              file=sys.stderr)
+    print(f"wrote {out} ({len(page.encode()) / 1024:.0f} kB) in {clock.total():.1f} s")
+
+
+class Stopwatch:
+    """Logs the wall time of each step (shown with --verbose)."""
+
+    def __init__(self):
+        self.started = self.last = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        log.info("%s: %.3f s", step, now - self.last)
+        self.last = now
+
+    def total(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def page_name(images: list[str]) -> str:
+    """The page's name: the first image's file name without its suffix (only letters, digits, . _ -),
+    and how many more images the page holds."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(images[0]).stem).strip("._") or "image"
+    return stem if len(images) == 1 else f"{stem}-and-{len(images) - 1}-more"
+
+
+def _dataset(params_file: Path) -> str:
+    from mnist_xai import params
+
+    return params.load("base", path=params_file).base.dataset if params_file.is_file() else "mnist"
+
+
+def chosen_methods(args: argparse.Namespace, params_file: Path) -> tuple[dict[str, dict], str]:
+    """{method: params} to run, and where the params came from. A method configured in params.yaml runs
+    with its params there; any other with its defaults. An unknown name is a ParamError."""
+    from mnist_xai import params
+    from mnist_xai.attribution import METHODS, get_method
+
+    configured = params.configured_methods(params_file) if params_file.is_file() else {}
+    if args.all:
+        names = list(METHODS)
+    elif args.methods is not None:
+        names = list(dict.fromkeys(name.strip() for name in args.methods.split(",") if name.strip()))
+        if not names:
+            raise UserError("--methods is empty: give comma-separated names, e.g. --methods gradcam,scorecam")
+    else:
+        names = list(configured or SEED_METHODS)
+    chosen = {}
+    for name in names:
+        method = get_method(name)
+        chosen[name] = params.method_params(name, params_file) if name in configured else method.resolve({})
+    source = (f"params from {params_file} where configured, defaults otherwise" if configured
+              else f"default params ({params_file} not found)")
+    return chosen, source
+
+
+def pipeline_verdicts(root: Path) -> dict[str, dict] | None:
+    """Each method's verdict and key quality scores from the pipeline's last quality stage, or None when
+    there is none: {method: {"verdict": str, "scores": {label: (value, low, high)}}}. The current
+    metrics/quality.json has no intervals (low = high = None); the verdict is quality.rank_methods'."""
+    import json
+
+    from mnist_xai.quality import CONTROL, rank_methods
+
+    path = root / "metrics" / "quality.json"
+    if not path.is_file():
+        return None
+    try:
+        quality = json.loads(path.read_text())
+        ranking = {row["method"]: row["verdict"] for row in rank_methods(quality["methods"], quality["threshold"])}
+        return {method: {"verdict": ranking.get(method, "control" if method == CONTROL else "no verdict"),
+                         "scores": {label: (values[key], None, None) for key, label in QUALITY_SCORES.items()
+                                    if key in values}}
+                for method, values in quality["methods"].items()}
+    except (ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{path} is not the quality stage's output ({type(error).__name__}: {error}); "
+                        "re-run it with dvc repro quality") from None
+
+
+def _ood(images, root: Path, dataset: str):
+    """Each image's OOD score and (nearest training image, its label), or Nones and the reason."""
+    import numpy as np
+
+    from mnist_xai.user_image import ood_scores
+
+    loaded, note = _training_images(root, dataset)
+    if loaded is None:
+        return [None] * len(images), [(None, None)] * len(images), note
+    train_images, train_labels, test_images = loaded
+    reference = test_images[np.random.default_rng(0).choice(len(test_images), OOD_REFERENCE_IMAGES, replace=False)]
+    scores = ood_scores(images, train_images[:OOD_TRAIN_IMAGES], reference)
+    return scores, [(train_images[s.nearest], int(train_labels[s.nearest])) for s in scores], ""
+
+
+def _training_images(root: Path, dataset: str):
+    """(train images, train labels, test images) for the OOD score: the pipeline's data/<dataset>, else a
+    local copy the download stage knows (for MNIST the committed archives); or None and the reason."""
+    from mnist_xai import data
+
+    folder = root / "data" / dataset
+    try:
+        return (*data.load_split(folder, "train"), data.load_split(folder, "test")[0]), ""
+    except data.DataError:
+        pass
+    spec = data.get_dataset(dataset)
+    local = [mirror for mirror in spec.mirrors if Path(mirror).is_dir()]
+    if not local:
+        return None, f"no {dataset} images in {folder}: run `dvc repro download`"
+    try:
+        train, labels, test = (data.parse_idx(data.fetch_verified(spec, name, local), name) for name in
+                               ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"))
+    except data.DataError as error:
+        return None, f"no usable {dataset} images ({error})"
+    return (train, labels, test), ""
+
+
+def _write(out: Path, page: str) -> None:
+    from mnist_xai.io import atomic_write_text  # the one place this module writes a file
+
+    try:
+        atomic_write_text(out, page)
+    except OSError as error:
+        raise UserError(f"cannot write {out}: {error.strerror or error}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The command line
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None]]] = {
+    "explain": ("explain your own images: prediction, every method's map, verdicts, an OOD score",
+                add_explain_arguments, run_explain),
+    # "study": (help, add_study_arguments, run_study),  <- the next subcommand goes here, same shape
+}
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="mnist-xai", description="An interpretability workbench for MNIST classifiers.")
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    for name, (summary, add_arguments, run) in COMMANDS.items():
+        subparser = subcommands.add_parser(name, help=summary, description=summary)
+        add_arguments(subparser)
+        subparser.set_defaults(run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.run(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
