@@ -28,12 +28,8 @@ OOD_REFERENCE_IMAGES = 500  # ... and 500 test images (seeded) the yardstick: ~0
 ONE_THREAD_BELOW = 32
 """Fewer images than this are explained on one thread: too little work to share, and on a busy machine
 two OpenMP threads waiting for each other made one image's four methods 15x slower (0.5 s, not 0.03 s)."""
-QUALITY_SCORES = {  # metrics/quality.json key -> label on the page
-    "deletion_auc": "deletion AUC ↓",
-    "insertion_auc": "insertion AUC ↑",
-    "model_randomisation_rho": "model randomisation ρ ↓",
-    "data_randomisation_rho": "data randomisation ρ ↓",
-}
+QUALITY_SCORES = ("gt_pointing", "gt_mass", "fam_mass", "deletion_auc", "insertion_auc")
+"""The metrics/quality.json scores the page shows beside each verdict (labels from quality.metrics)."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -186,26 +182,24 @@ def chosen_methods(args: argparse.Namespace, params_file: Path) -> tuple[dict[st
 
 
 def pipeline_verdicts(root: Path) -> dict[str, dict] | None:
-    """Each method's verdict and key quality scores from the pipeline's last quality stage, or None when
-    there is none: {method: {"verdict": str, "scores": {label: (value, low, high)}}}. The current
-    metrics/quality.json has no intervals (low = high = None); the verdict is quality.rank_methods'."""
-    import json
-
-    from mnist_xai.quality import CONTROL, rank_methods
+    """Each method's verdict and key quality scores from the pipeline's last verdicts stage, or None when
+    there is none: {method: {"verdict": str, "scores": {label: (value, low, high)}}}."""
+    from mnist_xai.files import read_json
+    from mnist_xai.quality.metrics import BY_KEY
 
     path = root / "metrics" / "quality.json"
     if not path.is_file():
         return None
+    quality = read_json(path, "verdicts")
     try:
-        quality = json.loads(path.read_text())
-        ranking = {row["method"]: row["verdict"] for row in rank_methods(quality["methods"], quality["threshold"])}
-        return {method: {"verdict": ranking.get(method, "control" if method == CONTROL else "no verdict"),
-                         "scores": {label: (values[key], None, None) for key, label in QUALITY_SCORES.items()
-                                    if key in values}}
+        return {method: {"verdict": values["verdict"],
+                         "scores": {f"{BY_KEY[key].label} {'↑' if BY_KEY[key].better == 'higher' else '↓'}":
+                                    (values[key]["value"], values[key]["low"], values[key]["high"])
+                                    for key in QUALITY_SCORES if key in values}}
                 for method, values in quality["methods"].items()}
-    except (ValueError, KeyError, TypeError) as error:
-        raise UserError(f"{path} is not the quality stage's output ({type(error).__name__}: {error}); "
-                        "re-run it with dvc repro quality") from None
+    except (KeyError, TypeError) as error:
+        raise UserError(f"{path} is not the verdicts stage's output (no {error}); re-make it with "
+                        "`dvc repro verdicts`") from None
 
 
 def _ood(images, root: Path, dataset: str):
@@ -234,7 +228,7 @@ def _training_images(root: Path, dataset: str):
     except data.DataError:
         pass
     spec = data.get_dataset(dataset)
-    local = [mirror for mirror in spec.mirrors if Path(mirror).is_dir()]
+    local = [mirror for mirror in [str(root / "archives" / dataset), *data.mirrors_for(spec)] if Path(mirror).is_dir()]
     if not local:
         return None, f"no {dataset} images in {folder}: run `dvc repro download`"
     try:
@@ -246,7 +240,7 @@ def _training_images(root: Path, dataset: str):
 
 
 def _write(out: Path, page: str) -> None:
-    from mnist_xai.io import atomic_write_text  # the one place this module writes a file
+    from mnist_xai.files import atomic_write_text  # the one place this module writes a file
 
     try:
         atomic_write_text(out, page)

@@ -19,7 +19,7 @@ from PIL import Image
 
 from mnist_xai.attribution import REGISTRY, is_signed
 from mnist_xai.report import figures
-from mnist_xai.report.builder import _fmt
+from mnist_xai.report.builder import format_number
 from mnist_xai.user_image import OodScore, Prepared
 
 TEMPLATE_DIR = Path(__file__).parent
@@ -162,7 +162,7 @@ def build_context(inputs: PageInputs) -> dict[str, Any]:
 def render(context: dict[str, Any]) -> str:
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), autoescape=True,
                                      undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    environment.filters["fmt"] = _fmt
+    environment.filters["fmt"] = format_number
     return environment.get_template("explain_page.html.j2").render(**context)
 
 

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 
 def average_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks 1..n of each row, ties sharing their average rank (what Spearman's rho needs)."""
+    """Ranks 1..n of each row, ties sharing their average rank (what Spearman's rho needs); vectorised over
+    rows: each run of equal sorted values gets the mean of its first and last position."""
     values = np.asarray(values, dtype=np.float64)
+    n = values.shape[1]
     order = np.argsort(values, axis=1, kind="stable")
+    ordered = np.take_along_axis(values, order, axis=1)
+    starts = np.ones(values.shape, dtype=bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    ends = np.ones(values.shape, dtype=bool)
+    ends[:, :-1] = starts[:, 1:]
+    position = np.arange(n)
+    first = np.maximum.accumulate(np.where(starts, position, 0), axis=1)
+    last = np.minimum.accumulate(np.where(ends, position, n)[:, ::-1], axis=1)[:, ::-1]
     ranks = np.empty_like(values)
-    for row, (row_values, row_order) in enumerate(zip(values, order, strict=True)):
-        sorted_values = row_values[row_order]
-        starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
-        stops = np.r_[starts[1:], len(sorted_values)]
-        average = (starts + stops + 1) / 2.0  # ranks start..stop-1 (1-based) share their mean
-        ranks[row, row_order] = np.repeat(average, stops - starts)
+    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=1)
     return ranks
 
 
@@ -51,16 +58,25 @@ BOOTSTRAP_RESAMPLES = 2000
 CONFIDENCE = 0.95
 
 
+@functools.lru_cache(maxsize=32)
+def _draw_counts(n: int, resamples: int, seed: int) -> np.ndarray:
+    """How often each of n images is drawn in each of `resamples` seeded resamples, [n, resamples] float64: a
+    resample's mean is then one dot product. The same (n, resamples, seed) always gives the same draws, which
+    is what pairs two metrics of the same images; cached, since a verdict asks for them hundreds of times."""
+    draws = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    counts = np.bincount((np.arange(resamples)[:, None] * n + draws).ravel(), minlength=resamples * n)
+    counts = counts.reshape(resamples, n).T.astype(np.float64)
+    counts.flags.writeable = False
+    return counts
+
+
 def bootstrap_means(values: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> np.ndarray:
     """Means of `resamples` bootstrap resamples (images drawn with replacement) of each row of values [k, n]
     (or of values [n]); one seeded set of draws serves every row, so rows stay paired: [k, resamples]."""
     values = np.asarray(values, dtype=np.float64)
     rows = values.reshape(-1, values.shape[-1])
     n = rows.shape[1]
-    draws = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-    # a resample's mean is (how often each image was drawn) . values / n: one matrix product for all rows
-    counts = np.bincount((np.arange(resamples)[:, None] * n + draws).ravel(), minlength=resamples * n)
-    means = rows @ counts.reshape(resamples, n).T.astype(np.float64) / n
+    means = rows @ _draw_counts(n, resamples, seed) / n
     return means.reshape(*values.shape[:-1], resamples)
 
 

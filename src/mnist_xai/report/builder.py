@@ -311,11 +311,11 @@ def build_context(inputs: ReportInputs) -> dict[str, Any]:
 def render(context: dict[str, Any]) -> str:
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), autoescape=True,
                                      undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    environment.filters["fmt"] = _fmt
+    environment.filters["fmt"] = format_number
     return environment.get_template("report.html.j2").render(**context)
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def format_number(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "–"
     if isinstance(value, float):
