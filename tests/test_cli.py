@@ -135,19 +135,19 @@ def test_default_page_name_for_several_images(root, digit):
 
 
 def write_quality(root: Path) -> None:
-    """metrics/quality.json as the quality stage writes it today."""
-    def scores(deletion, insertion, model_rho, data_rho):
-        return {"deletion_auc": deletion, "insertion_auc": insertion, "faithfulness_gap": insertion - deletion,
-                "model_randomisation_rho": model_rho, "data_randomisation_rho": data_rho,
-                "max_sensitivity": 0.1, "sparseness": 0.5}
-    quality = {"threshold": 0.5, "methods": {"gradcam": scores(0.2, 0.6, 0.1, 0.0),
-                                             "saliency": scores(0.1, 0.6, 0.7, 0.8),
-                                             "random": scores(0.4, 0.5, 0.0, 0.0)}}
+    """metrics/quality.json as the verdicts stage writes it: each metric with its interval, and the verdict."""
+    def scores(pointing, deletion, verdict):
+        return {"gt_pointing": {"value": pointing, "low": pointing - 0.1, "high": pointing + 0.1},
+                "deletion_auc": {"value": deletion, "low": deletion - 0.02, "high": deletion + 0.02},
+                "constant_share": 0.0, "degenerate": 0, "verdict": verdict}
+    quality = {"chance": 16 / 784, "methods": {"gradcam": scores(0.9, 0.2, "trust"),
+                                               "saliency": scores(0.1, 0.1, "do not trust"),
+                                               "random": scores(0.02, 0.4, "control")}}
     (root / "metrics").mkdir(exist_ok=True)
     (root / "metrics" / "quality.json").write_text(json.dumps(quality))
 
 
-def test_pipeline_verdicts_are_read_from_the_quality_stage(tmp_path):
+def test_pipeline_verdicts_are_read_from_the_verdicts_stage(tmp_path):
     from mnist_xai.cli import pipeline_verdicts
     from mnist_xai.errors import UserError
 
@@ -156,9 +156,13 @@ def test_pipeline_verdicts_are_read_from_the_quality_stage(tmp_path):
     verdicts = pipeline_verdicts(tmp_path)
     assert verdicts["gradcam"]["verdict"] == "trust" and verdicts["saliency"]["verdict"] == "do not trust"
     assert verdicts["random"]["verdict"] == "control"
-    assert verdicts["gradcam"]["scores"]["deletion AUC ↓"] == (0.2, None, None)
-    (tmp_path / "metrics" / "quality.json").write_text('{"methods": {}}')
-    with pytest.raises(UserError, match="not the quality stage's output"):
+    assert verdicts["gradcam"]["scores"]["Deletion AUC ↓"] == pytest.approx((0.2, 0.18, 0.22))
+    assert verdicts["gradcam"]["scores"]["Pointing game ↑"] == pytest.approx((0.9, 0.8, 1.0))
+    (tmp_path / "metrics" / "quality.json").write_text('{"methods": {"gradcam": {}}}')
+    with pytest.raises(UserError, match="not the verdicts stage's output"):
+        pipeline_verdicts(tmp_path)
+    (tmp_path / "metrics" / "quality.json").write_text("{broken")
+    with pytest.raises(UserError, match=r"metrics/quality.json is corrupt .*`dvc repro verdicts`"):
         pipeline_verdicts(tmp_path)
 
 

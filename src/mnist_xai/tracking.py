@@ -271,6 +271,7 @@ def stage_run(stage: str, experiment: str, *, params: dict[str, Any] | None = No
         **git_state(),
         **({"dvc_exp_name": os.environ["DVC_EXP_NAME"]} if os.environ.get("DVC_EXP_NAME") else {}),
         **_process_tags(),
+        **_pipeline_tags(),
         **{k: str(v) for k, v in (tags or {}).items()},
     }
     try:
@@ -299,6 +300,17 @@ def stage_run(stage: str, experiment: str, *, params: dict[str, Any] | None = No
         add_tracking_seconds(stage_run_.seconds)
         log.info("MLflow run %s (%s) in %s: %.2f s spent on tracking", stage_run_.run_id, status, _safe_uri(uri),
                  stage_run_.seconds)
+
+
+def _pipeline_tags() -> dict[str, str]:
+    """The dataset and architecture every run belongs to, so runs of a grid of experiments can be told apart
+    (and a study page can link each cell to its runs)."""
+    from mnist_xai import params
+
+    if not params.PARAMS_FILE.is_file():
+        return {}
+    loaded = params.load("base", "train")
+    return {"dataset": loaded.base.dataset, "arch": loaded.train.arch}
 
 
 def _process_tags() -> dict[str, str]:
