@@ -138,3 +138,21 @@ def pipeline(tmp_path_factory) -> PipelineRepo:
     repo.import_log = imports
     del repo.env["MNIST_XAI_IMPORT_LOG"]  # later runs of single stages by other tests are not the pipeline's
     return repo
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the session (see tests/browser.py)."""
+    from tests import browser
+
+    if not Path(browser.CHROMIUM).is_file():
+        message = "Chromium is not installed (apt-get install chromium; ./dev.sh test does it as root)"
+        if os.environ.get(browser.SKIP_BROWSER) == "1":
+            pytest.skip(message)
+        pytest.fail(f"{message}; set {browser.SKIP_BROWSER}=1 to skip the browser tests knowingly")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=browser.CHROMIUM, args=browser.ARGS)
+        yield launched
+        launched.close()

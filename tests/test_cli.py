@@ -4,7 +4,6 @@ Chromium, and every bad input as one line and exit status 2 with nothing written
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import Visit
 from tests.conftest import ROOT
-from tests.report.test_browser import ARGS, CHROMIUM, SKIP_BROWSER, Visit
 from tests.test_user_image import drawn
 
 SEED_METHODS = "saliency,smoothgrad,gradcam,scorecam"
@@ -24,20 +23,6 @@ def explain(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mnist_xai.cli", "explain", *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=120)
 
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).is_file():
-        message = "Chromium is not installed (apt-get install chromium; ./dev.sh test does it as root)"
-        if os.environ.get(SKIP_BROWSER) == "1":
-            pytest.skip(message)
-        pytest.fail(f"{message}; set {SKIP_BROWSER}=1 to skip the browser tests knowingly")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")

@@ -249,12 +249,40 @@ def _write(out: Path, page: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# study
+
+
+def add_study_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("experiments", nargs="*", metavar="EXPERIMENT",
+                        help="DVC experiment names (default: every experiment `dvc exp show` lists)")
+    parser.add_argument("--root", type=Path, default=Path("."), help="the DVC repository (default: .)")
+    parser.add_argument("--out", type=Path, help="the page (default: ROOT/reports/study.html)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each step")
+
+
+def run_study(args: argparse.Namespace) -> None:
+    from mnist_xai.study import study
+
+    root = args.root.resolve()
+    if not (root / "dvc.yaml").is_file():
+        raise UserError(f"{root} is not this pipeline's repository (no dvc.yaml): pass --root")
+    out = args.out or root / "reports" / "study.html"
+    started = time.perf_counter()
+    result = study(root, args.experiments, out)
+    flips = [row["method"] for row in result["transfer"] if not row["holds"]]
+    print(f"wrote {out}: {len(result['cells'])} cells ({', '.join(result['cells'])}); "
+          f"{len(result['transfer']) - len(flips)} verdicts hold, {len(flips)} flip"
+          f"{': ' + ', '.join(flips) if flips else ''} ({time.perf_counter() - started:.1f} s)")
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The command line
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None]]] = {
     "explain": ("explain your own images: prediction, every method's map, verdicts, an OOD score",
                 add_explain_arguments, run_explain),
-    # "study": (help, add_study_arguments, run_study),  <- the next subcommand goes here, same shape
+    "study": ("a page comparing a grid of DVC experiments (dataset x architecture): which verdicts transfer",
+              add_study_arguments, run_study),
 }
 
 

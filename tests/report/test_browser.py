@@ -1,59 +1,10 @@
-"""The report as a person sees it, in headless Chromium (Debian's package) driven by Playwright.
-Screenshots go to test-artifacts/."""
+"""The report as a person sees it, in headless Chromium (see tests/browser.py)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import pytest
 
-from tests.conftest import ROOT
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = ROOT / "test-artifacts"
-SKIP_BROWSER = "MNIST_XAI_SKIP_BROWSER"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).is_file():
-        message = "Chromium is not installed (apt-get install chromium; ./dev.sh test does it as root)"
-        if os.environ.get(SKIP_BROWSER) == "1":
-            pytest.skip(message)
-        pytest.fail(f"{message}; set {SKIP_BROWSER}=1 to skip the browser tests knowingly")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield launched
-        launched.close()
-
-
-class Visit:
-    """One page load with everything the page did recorded."""
-
-    def __init__(self, browser, url: str, width: int, javascript: bool = True):
-        self.context = browser.new_context(viewport={"width": width, "height": 900}, java_script_enabled=javascript)
-        self.page = self.context.new_page()
-        self.console_errors, self.requests, self.dialogs = [], [], []
-        self.page.on("console", lambda m: self.console_errors.append(m.text) if m.type == "error" else None)
-        self.page.on("pageerror", lambda e: self.console_errors.append(str(e)))
-        self.page.on("request", lambda r: self.requests.append(r.url))
-        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
-        self.page.goto(url, wait_until="load")
-
-    def screenshot(self, name: str) -> Path:
-        ARTIFACTS.mkdir(exist_ok=True)
-        path = ARTIFACTS / name
-        self.page.screenshot(path=str(path), full_page=True)
-        return path
-
-    def close(self):
-        self.context.close()
+from tests.browser import Visit
 
 
 @pytest.fixture(scope="module")

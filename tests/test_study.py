@@ -1,0 +1,105 @@
+"""A real grid: two small cells (Fashion-MNIST x CNN, MNIST x ResNet) and one that fails, queued with
+`dvc exp run --queue` and run by `dvc queue start -j 2`, then `mnist-xai study` builds its page from what DVC
+stored, checked in Chromium."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.browser import Visit
+from tests.conftest import small_params
+from tests.helpers import PipelineRepo
+
+pytestmark = pytest.mark.xdist_group("grid")  # its own worker: it runs beside the session pipeline
+METHODS = ["saliency", "gradcam", "guided_backprop", "random"]
+CELLS = {"cell-fashion": "base.dataset=fashion-mnist", "cell-resnet": "train.arch=resnet"}
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory) -> PipelineRepo:
+    """A committed repository with no results yet: every cell runs its whole pipeline."""
+    repo = PipelineRepo.create(tmp_path_factory.mktemp("grid"), small_params(METHODS))
+    repo.env.pop("OMP_NUM_THREADS", None)  # the stages share the cores themselves
+    for name, setting in {**CELLS, "cell-broken": "train.epochs=0"}.items():
+        repo.dvc("exp", "run", "--queue", "-n", name, "-S", setting)
+    started = time.monotonic()
+    repo.dvc("queue", "start", "-j", "2")
+    status = ""
+    while time.monotonic() - started < 900:
+        status = repo.dvc("queue", "status").stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    repo.queue_status, repo.queue_seconds = status, time.monotonic() - started
+    return repo
+
+
+def study(repo: PipelineRepo, *args: str) -> subprocess.CompletedProcess:
+    return repo.run(sys.executable, "-m", "mnist_xai.cli", "study", *args, check=False)
+
+
+def test_the_queue_ran_two_at_a_time_into_the_one_store(grid):
+    assert grid.queue_status.count("Success") == 2 and grid.queue_status.count("Failed") == 1, grid.queue_status
+    logs = "".join(grid.dvc("queue", "logs", name, check=False).stdout for name in CELLS)
+    assert "database is locked" not in logs and "Traceback" not in logs, logs[-3000:]
+    client = MlflowClient(f"sqlite:///{grid.path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("mnist-xai")
+    runs = client.search_runs([experiment.experiment_id], "tags.dvc_stage = 'report'")
+    tags = {run.data.tags["dvc_exp_name"]: (run.data.tags["dataset"], run.data.tags["arch"]) for run in runs}
+    assert tags == {"cell-fashion": ("fashion-mnist", "cnn"), "cell-resnet": ("mnist", "resnet")}
+    assert not list((grid.path / ".dvc/tmp").rglob("mlflow.db")), "a run wrote to a store of its own"
+
+
+def test_the_study_page_compares_the_cells_and_names_what_it_left_out(grid, browser):
+    result = study(grid, "--root", str(grid.path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.match(r"wrote .*reports/study.html: 2 cells \(fashion-mnist × cnn, mnist × resnet\); \d verdicts hold",
+                    result.stdout), result.stdout
+    warnings = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(warnings) == 1 and "experiment cell-broken failed" in warnings[0] and "left out" in warnings[0]
+    page = grid.path / "reports/study.html"
+    html = page.read_text()
+    assert "Which verdicts hold across every cell" in html and html.count('class="verdict') >= 2 * len(METHODS)
+    assert "cell-broken" in html and "tags.dvc_exp_name = 'cell-resnet'" in html
+    from mnist_xai.data import DATASETS
+
+    assert any(f"<span>{name}</span>" in html for name in DATASETS["fashion-mnist"].class_names[1:])  # not digits
+    for width in (1280, 390):
+        visit = Visit(browser, page.as_uri(), width)
+        try:
+            broken = visit.page.evaluate(
+                "Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length")
+            images = visit.page.evaluate("document.images.length")
+            overflow = visit.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            holds = visit.page.locator("#transfer-table tbody tr").count()
+            visit.screenshot(f"study-{width}px.png")
+        finally:
+            visit.close()
+        assert images >= 2 * len(METHODS) * 4 and broken == 0
+        assert overflow <= 0 and visit.console_errors == []
+        assert [url for url in visit.requests if not url.startswith(("file://", "data:"))] == []
+        assert holds == len(METHODS) - 1  # every method but the control
+
+
+@pytest.mark.parametrize("args, message", [
+    (["no-such-cell"], "no DVC experiment named no-such-cell in"),
+    (["--root", "/"], "is not this pipeline's repository (no dvc.yaml): pass --root"),
+])
+def test_a_bad_study_request_is_one_line(grid, args, message):
+    result = study(grid, *(args if "--root" in args else [*args, "--root", str(grid.path)]))
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
+
+
+def test_each_stage_of_a_queued_pair_shared_the_cores(grid):
+    """Two jobs at once: each stage registered itself and took cores // (stages running) threads (the grid's
+    queue runs without the OMP_NUM_THREADS the test workers pin, so that the stages share by themselves)."""
+    logs = "".join(grid.dvc("queue", "logs", name, check=False).stdout for name in CELLS)
+    assert re.search(r"2 stages running at once: \d+ of \d+ cores' threads for this one", logs)
+
