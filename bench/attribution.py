@@ -51,7 +51,9 @@ PEERS = {
     "occlusion": ("captum Occlusion", [
         {"chunk": 512, "perturbations_per_eval": 1}, {"chunk": 64, "perturbations_per_eval": 2},
         {"chunk": 1, "perturbations_per_eval": 128}]),
-    "gradcam": ("pytorch-grad-cam GradCAM", [{"chunk": 512}, {"chunk": 128}, {"chunk": 64}]),
+    "gradcam": ("pytorch-grad-cam GradCAM / Captum LayerGradCam", [
+        {"chunk": 512}, {"chunk": 128}, {"chunk": 64},
+        {"chunk": 512, "peer": "captum"}, {"chunk": 128, "peer": "captum"}, {"chunk": 64, "peer": "captum"}]),
     "gradcam_pp": ("pytorch-grad-cam GradCAMPlusPlus", [{"chunk": 512}, {"chunk": 128}, {"chunk": 64}]),
     "layercam": ("pytorch-grad-cam LayerCAM", [{"chunk": 512}, {"chunk": 128}, {"chunk": 64}]),
     "scorecam": ("pytorch-grad-cam ScoreCAM", [{"chunk": 512, "batch_size": 16}, {"chunk": 512, "batch_size": 64},
@@ -122,8 +124,12 @@ def _peer_call(method, model, x, t, config):
         return ca.InputXGradient(model).attribute(x, target=t)
     if method == "guided_backprop":
         return ca.GuidedBackprop(model).attribute(x, target=t)
+    layer = model.get_submodule(model.cam_layer)
     if method == "guided_gradcam":
-        return ca.GuidedGradCam(model, model.relu2).attribute(x, target=t, interpolate_mode="bilinear")
+        return ca.GuidedGradCam(model, layer).attribute(x, target=t, interpolate_mode="bilinear")
+    if method == "gradcam" and config.get("peer") == "captum":  # the same maps: ReLU'd, upsampled bilinearly
+        maps = ca.LayerGradCam(model, layer).attribute(x, target=t, relu_attributions=True)
+        return ca.LayerAttribution.interpolate(maps, tuple(x.shape[2:]), interpolate_mode="bilinear")[:, 0]
     if method in SMOOTHGRAD_TYPES:
         spread = float((x.flatten(1).amax(1) - x.flatten(1).amin(1)).max())
         return ca.NoiseTunnel(ca.Saliency(model)).attribute(
@@ -145,7 +151,7 @@ def _peer_call(method, model, x, t, config):
 
     cam_class = {"gradcam": gc.GradCAM, "gradcam_pp": gc.GradCAMPlusPlus, "layercam": gc.LayerCAM,
                  "scorecam": gc.ScoreCAM}[method]
-    with cam_class(model=model, target_layers=[model.relu2]) as cam:
+    with cam_class(model=model, target_layers=[layer]) as cam:
         if "batch_size" in config:
             cam.batch_size = config["batch_size"]
         return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in t])
