@@ -1,8 +1,15 @@
 """The pipeline's stages, in dvc.yaml's order, on this machine's GPU (base.device: auto), outside DVC (which
 could not be carried here), then the outputs' shapes against a CPU run's."""
-import json, shutil, subprocess, sys, time, os
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
+
 import numpy as np
+
 sys.path.insert(0, str(Path.cwd() / "src"))
 from ruamel.yaml import YAML
 
