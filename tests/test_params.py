@@ -119,3 +119,32 @@ def test_clamping_says_so_in_one_warning_and_returns_what_is_used(caplog):
         assert params.clamp("explain.n_images", 50, 10000, "the 10000 test images") == 50
     assert [r.getMessage() for r in caplog.records] == [
         "explain.n_images=20000 asks for more than the 10000 test images: using 10000"]
+
+
+def test_checking_every_param_imports_no_torch(tmp_path):
+    """Every stage checks the whole file, method params included, before it imports torch: the circular
+    params -> attribution -> registry -> params import is gone (schema.py), so a typo fails in a fraction of a
+    second."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from mnist_xai import params; "
+            "params.load('base', 'train', 'explain', 'quality', 'decoy', path=sys.argv[1]); "
+            "from mnist_xai.attribution import registry; registry.get_method('gradcam').resolve({}); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    result = subprocess.run([sys.executable, "-c", code, str(ROOT / "params.yaml")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_dvc_refuses_a_duplicate_key_before_any_stage_runs(tmp_path):
+    """Under `dvc repro` DVC reads params.yaml itself (ruamel, YAML 1.2) and stops on a duplicate key, naming
+    the file and both lines, before any stage runs: nothing is deleted."""
+    from tests.helpers import PipelineRepo
+
+    repo = PipelineRepo.create(tmp_path / "repo")
+    text = (repo.path / "params.yaml").read_text()
+    (repo.path / "params.yaml").write_text(text.replace("base:\n", "base:\n  seed: 1\n", 1))
+    result = repo.dvc("repro", "download", check=False)
+    assert result.returncode != 0
+    assert 'found duplicate key "seed"' in result.stdout + result.stderr
+    assert "Running stage" not in result.stdout and not (repo.path / "data").exists()

@@ -66,3 +66,37 @@ def test_occlusion_on_the_resnet_is_brute_force_full_forward_occlusion(trained_r
 
 def test_local_recompute_still_serves_the_cnn(trained_model):
     assert LocalRecompute.for_model(trained_model) is not None
+
+
+def test_commuting_is_each_methods_own_property(trained_model, explain_inputs, monkeypatch):
+    """A rule that reads the activations between ReLU and max-pool (LRP, DeepLIFT) sets `commutes` False and
+    gets the network as built: pool1 then sees the ReLU's output, never a negative value."""
+    import dataclasses
+
+    from mnist_xai.attribution import registry
+
+    x, _ = explain_inputs
+    smallest = []
+    handle = trained_model.pool1.register_forward_pre_hook(
+        lambda _module, args: smallest.append(float(args[0].detach().min())))
+    try:
+        attribute("saliency", trained_model, x[:8])
+        assert registry.get_method("saliency").commutes and min(smallest) < 0  # commuted: pool before ReLU
+        monkeypatch.setitem(registry.REGISTRY, "saliency",
+                            dataclasses.replace(registry.get_method("saliency"), commutes=False))
+        smallest.clear()
+        attribute("saliency", trained_model, x[:8])
+        assert min(smallest) >= 0
+    finally:
+        handle.remove()
+
+
+def test_every_method_declares_the_passes_it_needs():
+    """The benchmark's bound reads each method's `passes`; a new method without one gets the default, never a
+    KeyError."""
+    from mnist_xai.attribution.registry import METHODS, get_method
+
+    for name in METHODS:
+        spec = get_method(name)
+        passes = spec.passes(spec.resolve({}))
+        assert set(passes) <= {"f", "fb"} and all(isinstance(n, int) and n >= 0 for n in passes.values()), name

@@ -190,6 +190,22 @@ def test_cam_methods_match_pytorch_grad_cam(case, method, class_name):
     assert max_difference(attribute(method, model, x, t), theirs) <= TOLERANCE
 
 
+def test_a_new_cam_is_one_weights_function(case):
+    """The extension point: XGradCAM (Fu et al. 2020), which mnist-xai does not ship, written as one weights
+    function in the CAM skeleton, matches pytorch-grad-cam's XGradCAM on both architectures."""
+    from pytorch_grad_cam import XGradCAM
+
+    from mnist_xai.attribution.cam import gradient_cam
+    from mnist_xai.attribution.core import default_cam_layer
+
+    def xgradcam_weights(activation, grads):
+        return (grads * activation).sum((2, 3), keepdim=True) / (activation.sum((2, 3), keepdim=True) + 1e-7)
+
+    model, x, t = case
+    ours = gradient_cam(xgradcam_weights)(model, x, t, layer=default_cam_layer(model), score="logit", batch_size=64)
+    assert max_difference(ours.detach(), _grad_cam_lib(XGradCAM, model, x, t)) <= TOLERANCE
+
+
 def test_scorecam_pytorch_grad_cam_variant_matches_it(case):
     from pytorch_grad_cam import ScoreCAM
 

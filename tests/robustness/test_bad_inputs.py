@@ -266,6 +266,30 @@ def test_asking_for_more_images_than_exist_warns_once_and_records_what_was_used(
     assert runs[0].data.params["n_images"] == "10000" and runs[0].data.params["n_images_requested"] == "20000"
 
 
+def test_scoring_more_images_than_were_explained_warns_and_records_what_was_used(repo):
+    """quality.n_images above explain.n_images was clamped in silence."""
+    from mlflow.tracking import MlflowClient
+
+    outputs = [repo.path / "quality/scores/random.npz", repo.path / "metrics/quality/random.json"]
+    original, saved = (repo.path / "params.yaml").read_text(), [path.read_bytes() for path in outputs]
+    explained = len(np.load(repo.path / "explanations/random.npz")["maps"])
+    try:
+        repo.update_params({"quality": {"n_images": explained + 30}})
+        result = repo.stage("quality", "random")
+    finally:
+        (repo.path / "params.yaml").write_text(original)
+        for path, content in zip(outputs, saved, strict=True):
+            path.write_bytes(content)
+    assert result.returncode == 0, result.stderr[-2000:]
+    warnings = [line for line in result.stderr.splitlines() if "asks for more than" in line]
+    assert warnings == [f"WARNING params: quality.n_images={explained + 30} asks for more than the {explained} "
+                        f"explained images: using {explained}"]
+    client = MlflowClient(f"sqlite:///{repo.path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("mnist-xai").experiment_id],
+                              "tags.dvc_stage = 'quality@random'", order_by=["attributes.start_time DESC"])
+    assert runs[0].data.params["n_images"] == str(explained)
+
+
 @pytest.mark.parametrize("variable, value, message", [
     ("MLFLOW_TRACKING_URI", "garbage", "MLFLOW_TRACKING_URI='garbage' is not a tracking URI: give a server "
                                       "(http://host:5000), a database"),
