@@ -133,10 +133,26 @@ def _running_folder() -> Path:
     return Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / f"mnist-xai-{os.getuid()}" / "running"
 
 
+_sharing: dict = {}  # set by _share_cores when this stage shares the cores: its folder, cores, threads, last count
+
+
+def _running_stages(folder: Path) -> int:
+    """How many stages are running now (this one included); forgets those that are gone."""
+    running = 0
+    for entry in folder.iterdir():
+        pid, _, start = entry.name.partition("-")
+        if pid.isdigit() and process_start(int(pid)) == start:
+            running += 1
+        else:
+            entry.unlink(missing_ok=True)
+    return max(1, running)
+
+
 def _share_cores() -> None:
     """Stages running at once (`dvc queue start -j 2`, or two pipelines) share the cores instead of
     oversubscribing them: two 2-thread OpenMP processes on 2 cores ran SmoothGrad at 8 images/s instead of 126.
-    Each stage registers itself and takes cores // (stages running) threads. OMP_NUM_THREADS, when set, wins."""
+    Each stage registers itself and takes cores // (stages running) threads, and follows that number while it
+    runs (follow_running_stages). OMP_NUM_THREADS, when set, wins."""
     if os.environ.get("OMP_NUM_THREADS") and os.environ.get("MNIST_XAI_THREADS_SHARED") != "1":
         return
     folder = _running_folder()
@@ -144,24 +160,39 @@ def _share_cores() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         me = folder / f"{os.getpid()}-{process_start(os.getpid())}"
         me.touch()
-        running = 0
-        for entry in folder.iterdir():
-            pid, _, start = entry.name.partition("-")
-            if pid.isdigit() and process_start(int(pid)) == start:
-                running += 1
-            else:
-                entry.unlink(missing_ok=True)  # a stage that is gone
+        running = _running_stages(folder)
     except OSError:
         return
     import atexit
 
     atexit.register(me.unlink, missing_ok=True)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = max(1, cores // max(1, running))
+    threads = max(1, cores // running)
     os.environ["OMP_NUM_THREADS"] = str(threads)  # read when torch starts its thread pool
     os.environ["MNIST_XAI_THREADS_SHARED"] = "1"
     if "torch" in sys.modules:  # the stage server imported it already
         sys.modules["torch"].set_num_threads(threads)
+    _sharing.update(folder=folder, cores=cores, threads=threads, checked=time.monotonic())
     if running > 1:
         logging.getLogger("stage").info("%d stages running at once: %d of %d cores' threads for this one", running,
                                         threads, cores)
+
+
+def follow_running_stages(every: float = 2.0) -> None:
+    """Called from long loops (training batches, attribution chunks): at most every `every` seconds, count the
+    stages running now and resize torch's thread pool to cores // running. A stage that started alone, with
+    every core, gives one back as soon as another starts, and takes it back when the other ends. (In a `-j 2`
+    queue one stage often starts while the other is between stages: it took 2 threads, the other 1, and
+    3 threads on 2 cores trained a ResNet 3x slower.) A no-op outside a stage, or when OMP_NUM_THREADS was set."""
+    if not _sharing or time.monotonic() - _sharing["checked"] < every:
+        return
+    _sharing["checked"] = time.monotonic()
+    try:
+        threads = max(1, _sharing["cores"] // _running_stages(_sharing["folder"]))
+    except OSError:
+        return
+    if threads != _sharing["threads"] and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+        logging.getLogger("stage").info("stages running changed: now %d of %d cores' threads for this one",
+                                        threads, _sharing["cores"])
+        _sharing["threads"] = threads

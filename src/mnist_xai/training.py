@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from mnist_xai.data import normalize
 from mnist_xai.errors import ParamError
 from mnist_xai.model import commuted
+from mnist_xai.stage import follow_running_stages
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ def train(model: nn.Module, train_images: np.ndarray, train_labels: np.ndarray,
                 loss_sum += loss.item() * len(batch)
                 correct += (logits.argmax(1) == y_train[batch]).sum().item()
                 progress.update()
+                follow_running_stages()  # another stage may have started, or ended
             train_seconds += time.perf_counter() - started
             test_loss, predictions = evaluate_batches(model, x_test, y_test)
             row = {

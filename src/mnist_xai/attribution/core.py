@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnist_xai.errors import ParamError, UserError
+from mnist_xai.stage import follow_running_stages
 
 
 def target_scores(logits: torch.Tensor, targets: torch.Tensor, score: str) -> torch.Tensor:
@@ -42,6 +43,7 @@ def image_chunks(total: int, size: int) -> Iterator[slice]:
     """Like chunks(), over the images being explained: advances the progress bar, if one is shown."""
     bar = _progress.get()
     for rows in chunks(total, size):
+        follow_running_stages()  # in a stage, another stage may have started or ended
         yield rows
         if bar is not None:
             bar.update(rows.stop - rows.start)
