@@ -178,21 +178,30 @@ def _share_cores() -> None:
                                         threads, cores)
 
 
-def follow_running_stages(every: float = 2.0) -> None:
+def follow_running_stages(every: float = 2.0, settle: float = 6.0) -> None:
     """Called from long loops (training batches, attribution chunks): at most every `every` seconds, count the
     stages running now and resize torch's thread pool to cores // running. A stage that started alone, with
-    every core, gives one back as soon as another starts, and takes it back when the other ends. (In a `-j 2`
-    queue one stage often starts while the other is between stages: it took 2 threads, the other 1, and
-    3 threads on 2 cores trained a ResNet 3x slower.) A no-op outside a stage, or when OMP_NUM_THREADS was set."""
-    if not _sharing or time.monotonic() - _sharing["checked"] < every:
+    every core, gives one back as soon as another starts; it takes it back once it has been alone for `settle`
+    seconds (a queued experiment is alone for a moment between two of its stages, while DVC itself works).
+    In a `-j 2` queue one stage often starts while the other is between stages: it took 2 threads, the other 1,
+    and 3 threads on 2 cores trained a ResNet 3x slower. A no-op outside a stage, or when OMP_NUM_THREADS was
+    set."""
+    now = time.monotonic()
+    if not _sharing or now - _sharing["checked"] < every:
         return
-    _sharing["checked"] = time.monotonic()
+    _sharing["checked"] = now
     try:
         threads = max(1, _sharing["cores"] // _running_stages(_sharing["folder"]))
     except OSError:
         return
-    if threads != _sharing["threads"] and "torch" in sys.modules:
+    if threads <= _sharing["threads"]:
+        _sharing["more_since"] = None
+    elif _sharing.get("more_since") is None:
+        _sharing["more_since"] = now
+    if threads != _sharing["threads"] and "torch" in sys.modules and (
+            threads < _sharing["threads"] or now - _sharing["more_since"] >= settle):
         sys.modules["torch"].set_num_threads(threads)
         logging.getLogger("stage").info("stages running changed: now %d of %d cores' threads for this one",
                                         threads, _sharing["cores"])
         _sharing["threads"] = threads
+        _sharing["more_since"] = None
