@@ -27,6 +27,21 @@ class Visit:
         self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
         self.page.goto(url, wait_until="load")
 
+    def images_and_layout(self) -> dict:
+        """What every page check reads: the images (how many, which failed to load, which lack alt text) and
+        how far the page overflows the window horizontally."""
+        return self.page.evaluate("""() => {
+            const images = Array.from(document.images);
+            return {count: images.length,
+                    broken: images.filter(i => !i.complete || i.naturalWidth === 0).map(i => i.alt),
+                    missing_alt: images.filter(i => !i.alt.trim()).length,
+                    overflow: document.documentElement.scrollWidth - window.innerWidth};
+        }""")
+
+    def external_requests(self) -> list[str]:
+        """Requests that left the file: a self-contained page makes none."""
+        return [url for url in self.requests if not url.startswith(("file://", "data:"))]
+
     def screenshot(self, name: str) -> Path:
         ARTIFACTS.mkdir(exist_ok=True)
         path = ARTIFACTS / name

@@ -72,11 +72,8 @@ def test_explain_writes_one_page_and_says_what_it_found(explained, digit):
 def test_the_page_renders_offline_with_no_errors_and_fits(browser, explained, width):
     visit = Visit(browser, explained[1].as_uri(), width)
     try:
-        broken = visit.page.evaluate(
-            "Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.alt)")
-        count = visit.page.evaluate("document.images.length")
-        missing_alt = visit.page.evaluate("Array.from(document.images).filter(i => !i.alt.trim()).length")
-        overflow = visit.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        page = visit.images_and_layout()
+        count, broken, missing_alt, overflow = page["count"], page["broken"], page["missing_alt"], page["overflow"]
         text = visit.page.inner_text("body")
         visit.screenshot(f"explain-{width}px.png")
     finally:
@@ -84,7 +81,7 @@ def test_the_page_renders_offline_with_no_errors_and_fits(browser, explained, wi
     assert count == 2 + 4 + 4 + 1 and broken == [], broken  # original, input, 4 maps, 4 colour bars, nearest
     assert missing_alt == 0
     assert visit.console_errors == []
-    assert [url for url in visit.requests if not url.startswith(("file://", "data:"))] == []
+    assert visit.external_requests() == []
     assert overflow <= 0, f"{overflow}px of horizontal scroll at {width}px"
     assert "OOD percentile" in text and "How to read this page" in text
 

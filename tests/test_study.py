@@ -83,17 +83,15 @@ def test_the_study_page_compares_the_cells_and_names_what_it_left_out(grid, brow
     for width in (1280, 390):
         visit = Visit(browser, page.as_uri(), width)
         try:
-            broken = visit.page.evaluate(
-                "Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length")
-            images = visit.page.evaluate("document.images.length")
-            overflow = visit.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            page_check = visit.images_and_layout()
+            images, broken, overflow = page_check["count"], len(page_check["broken"]), page_check["overflow"]
             holds = visit.page.locator("#transfer-table tbody tr").count()
             visit.screenshot(f"study-{width}px.png")
         finally:
             visit.close()
         assert images >= 2 * len(METHODS) * 4 and broken == 0
         assert overflow <= 0 and visit.console_errors == []
-        assert [url for url in visit.requests if not url.startswith(("file://", "data:"))] == []
+        assert visit.external_requests() == []
         assert holds == len(METHODS) - 1  # every method but the control
 
 

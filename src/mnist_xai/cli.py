@@ -28,8 +28,6 @@ OOD_REFERENCE_IMAGES = 500  # ... and 500 test images (seeded) the yardstick: ~0
 ONE_THREAD_BELOW = 32
 """Fewer images than this are explained on one thread: too little work to share, and on a busy machine
 two OpenMP threads waiting for each other made one image's four methods 15x slower (0.5 s, not 0.03 s)."""
-QUALITY_SCORES = ("gt_pointing", "gt_mass", "fam_mass", "deletion_auc", "insertion_auc")
-"""The metrics/quality.json scores the page shows beside each verdict (labels from quality.metrics)."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -185,7 +183,7 @@ def pipeline_verdicts(root: Path) -> dict[str, dict] | None:
     """Each method's verdict and key quality scores from the pipeline's last verdicts stage, or None when
     there is none: {method: {"verdict": str, "scores": {label: (value, low, high)}}}."""
     from mnist_xai.files import read_json
-    from mnist_xai.quality.metrics import BY_KEY
+    from mnist_xai.quality.metrics import BY_KEY, KEY_SCORES
 
     path = root / "metrics" / "quality.json"
     if not path.is_file():
@@ -195,7 +193,7 @@ def pipeline_verdicts(root: Path) -> dict[str, dict] | None:
         return {method: {"verdict": values["verdict"],
                          "scores": {f"{BY_KEY[key].label} {'↑' if BY_KEY[key].better == 'higher' else '↓'}":
                                     (values[key]["value"], values[key]["low"], values[key]["high"])
-                                    for key in QUALITY_SCORES if key in values}}
+                                    for key in KEY_SCORES if key in values}}
                 for method, values in quality["methods"].items()}
     except (KeyError, TypeError) as error:
         raise UserError(f"{path} is not the verdicts stage's output (no {error}); re-make it with "

@@ -13,16 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import numpy as np
 from PIL import Image
 
 from mnist_xai.attribution import REGISTRY, is_signed
 from mnist_xai.report import figures
-from mnist_xai.report.builder import format_number
+from mnist_xai.report.builder import render_template
 from mnist_xai.user_image import OodScore, Prepared
 
-TEMPLATE_DIR = Path(__file__).parent
+TEMPLATE = Path(__file__).parent / "explain_page.html.j2"
 LOW_CONFIDENCE = 0.7
 """Below this top probability the page warns that the model is unsure."""
 UNUSUAL_PERCENTILE = 95.0
@@ -160,10 +159,7 @@ def build_context(inputs: PageInputs) -> dict[str, Any]:
 
 
 def render(context: dict[str, Any]) -> str:
-    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), autoescape=True,
-                                     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    environment.filters["fmt"] = format_number
-    return environment.get_template("explain_page.html.j2").render(**context)
+    return render_template(TEMPLATE, context)
 
 
 def build_page(inputs: PageInputs) -> str:

@@ -22,7 +22,6 @@ from mnist_xai.errors import UserError
 
 log = logging.getLogger(__name__)
 
-SCORES = ("gt_pointing", "gt_mass", "fam_mass", "deletion_auc", "insertion_auc")
 EXAMPLES = 4  # test images shown per cell, the same ones in every cell of a dataset
 VERDICT_CLASS = {"trust": "trust", "use with care": "care", "too weak to call": "weak", "do not trust": "no"}
 
@@ -123,14 +122,14 @@ def load_examples(root: Path, cells: list[Cell]) -> None:
             for indices, _ in arrays.values():
                 common = set(indices.tolist()) if common is None else common & set(indices.tolist())
         chosen = sorted(common or [])[:EXAMPLES]
+        fs = explained[group[0].experiment][0]  # the same test split in every cell of a dataset: read it once
+        with fs.open(f"data/{dataset}/t10k-images-idx3-ubyte", "rb") as handle:
+            images = parse_idx(handle.read(), "t10k-images-idx3-ubyte")[chosen]
+        with fs.open(f"data/{dataset}/t10k-labels-idx1-ubyte", "rb") as handle:
+            labels = parse_idx(handle.read(), "t10k-labels-idx1-ubyte")[chosen]
         for cell in group:
-            fs, arrays = explained[cell.experiment]
-            cell.indices = chosen
-            with fs.open(f"data/{dataset}/t10k-images-idx3-ubyte", "rb") as handle:
-                cell.images = parse_idx(handle.read(), "t10k-images-idx3-ubyte")[chosen]
-            with fs.open(f"data/{dataset}/t10k-labels-idx1-ubyte", "rb") as handle:
-                cell.labels = parse_idx(handle.read(), "t10k-labels-idx1-ubyte")[chosen]
-            for method, (indices, maps) in arrays.items():
+            cell.indices, cell.images, cell.labels = chosen, images, labels
+            for method, (indices, maps) in explained[cell.experiment][1].items():
                 rows = {index: row for row, index in enumerate(indices.tolist())}
                 cell.maps[method] = maps[[rows[i] for i in chosen]]
 
@@ -178,16 +177,14 @@ def transfer(cells: list[Cell]) -> list[dict]:
     return rows
 
 
-def build_page(cells: list[Cell], left_out: list[str], tracking_uri: str | None, root: Path) -> str:
-    import jinja2
-
+def build_page(cells: list[Cell], rows: list[dict], left_out: list[str], tracking_uri: str | None,
+               root: Path) -> str:
     from mnist_xai.attribution import is_signed
     from mnist_xai.data import get_dataset
-    from mnist_xai.quality.metrics import BY_KEY
+    from mnist_xai.quality.metrics import BY_KEY, KEY_SCORES
     from mnist_xai.report import figures
-    from mnist_xai.report.builder import format_number
+    from mnist_xai.report.builder import render_template
 
-    rows = transfer(cells)
     for cell in cells:
         names = get_dataset(cell.dataset).class_names
         cell.gallery = {
@@ -201,14 +198,11 @@ def build_page(cells: list[Cell], left_out: list[str], tracking_uri: str | None,
                  "alt": f"{method} map of test image #{index} ({cell.label})"}
                 for image, attribution, index in zip(cell.images, maps, cell.indices, strict=True)]}
                 for method, maps in cell.maps.items()]}
-    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent), autoescape=True,
-                                     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    environment.filters["fmt"] = format_number
-    return environment.get_template("study.html.j2").render(
-        cells=cells, rows=rows, left_out=left_out, tracking_uri=tracking_uri, scores=SCORES,
-        labels={key: BY_KEY[key] for key in SCORES}, verdict_class=VERDICT_CLASS,
+    return render_template(Path(__file__).parent / "study.html.j2", dict(
+        cells=cells, rows=rows, left_out=left_out, tracking_uri=tracking_uri, scores=KEY_SCORES,
+        labels={key: BY_KEY[key] for key in KEY_SCORES}, verdict_class=VERDICT_CLASS,
         holding=[row for row in rows if row["holds"]], flipping=[row for row in rows if not row["holds"]],
-        root=str(root))
+        root=str(root)))
 
 
 def study(root: Path, names: list[str], out: Path, experiment_name: str = "mnist-xai") -> dict[str, Any]:
@@ -243,8 +237,9 @@ def study(root: Path, names: list[str], out: Path, experiment_name: str = "mnist
                          "explanations): run them to the end first")
     load_examples(root, cells)
     uri = find_runs(cells, experiment_name)
-    page = build_page(cells, left_out, uri, root)
+    rows = transfer(cells)
+    page = build_page(cells, rows, left_out, uri, root)
     from mnist_xai.files import atomic_write_text
 
     atomic_write_text(out, page)
-    return {"cells": [c.label for c in cells], "left_out": left_out, "transfer": transfer(cells)}
+    return {"cells": [c.label for c in cells], "left_out": left_out, "transfer": rows}

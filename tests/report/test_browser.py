@@ -16,17 +16,14 @@ def report_url(pipeline) -> str:
 def test_page_renders_with_no_network_no_errors_and_fits(browser, report_url, width):
     visit = Visit(browser, report_url, width)
     try:
-        broken = visit.page.evaluate(
-            "Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.alt)")
-        count = visit.page.evaluate("document.images.length")
-        overflow = visit.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-        missing_alt = visit.page.evaluate("Array.from(document.images).filter(i => !i.alt.trim()).length")
+        page = visit.images_and_layout()
+        count, broken, missing_alt, overflow = page["count"], page["broken"], page["missing_alt"], page["overflow"]
         visit.screenshot(f"report-{width}px.png")
     finally:
         visit.close()
     assert count > 50 and broken == [], broken[:5]
     assert visit.console_errors == []
-    external = [url for url in visit.requests if not url.startswith(("file://", "data:"))]
+    external = visit.external_requests()
     assert external == [], external
     assert overflow <= 0, f"{overflow}px of horizontal scroll at {width}px"
     assert missing_alt == 0

@@ -80,3 +80,5 @@ METRICS: tuple[Metric, ...] = (
 )
 
 BY_KEY = {metric.key: metric for metric in METRICS}
+KEY_SCORES = ("gt_pointing", "gt_mass", "fam_mass", "deletion_auc", "insertion_auc")
+"""The scores shown beside a verdict where there is room for a few only (the explain page, the study)."""

@@ -308,11 +308,16 @@ def build_context(inputs: ReportInputs) -> dict[str, Any]:
     }
 
 
-def render(context: dict[str, Any]) -> str:
-    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIR), autoescape=True,
+def render_template(template: Path, context: dict[str, Any]) -> str:
+    """A page from its Jinja template (the report, the explain page, the study), everything escaped."""
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(template.parent), autoescape=True,
                                      undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     environment.filters["fmt"] = format_number
-    return environment.get_template("report.html.j2").render(**context)
+    return environment.get_template(template.name).render(**context)
+
+
+def render(context: dict[str, Any]) -> str:
+    return render_template(TEMPLATE_DIR / "report.html.j2", context)
 
 
 def format_number(value: Any, digits: int = 3) -> str:
