@@ -170,7 +170,7 @@ def main() -> None:
     def from_scratch(_run):
         stop_servers()
         for folder in ("data", "models", "metrics", "plots", "predictions", "explanations", "quality", "reports",
-                       "ground_truth", ".dvc/cache", ".dvc/tmp"):
+                       "ground_truth", "fingerprints", ".dvc/cache", ".dvc/tmp"):
             subprocess.run(["rm", "-rf", str(repo / folder)], check=True)
 
     setups = {

@@ -17,9 +17,9 @@ SEED_METHODS = ["saliency", "smoothgrad", "gradcam", "scorecam"]
 
 def test_first_repro_runs_every_stage(pipeline):
     ran = ran_stages(pipeline.first_repro.stdout)
-    assert ran[0] == "download" and ran[-1] == "report"
-    assert sorted(ran) == sorted(["download", "train", "evaluate", "train_random_labels", "train_decoy", "verdicts",
-                                  "report"] + [f"explain@{m}" for m in PIPELINE_METHODS]
+    assert ran[0] == "fingerprints" and ran[-1] == "report"
+    assert sorted(ran) == sorted(["fingerprints", "download", "train", "evaluate", "train_random_labels", "train_decoy",
+                                  "verdicts", "report"] + [f"explain@{m}" for m in PIPELINE_METHODS]
                                  + [f"quality@{m}" for m in PIPELINE_METHODS])
 
 

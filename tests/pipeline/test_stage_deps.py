@@ -1,7 +1,9 @@
-"""Correct by construction: every stage's dvc.yaml deps cover the code it really runs, so a change to any module
-a stage imports re-runs that stage (before, a change to the verdict rule left reports/report.html stale while
-`dvc repro` said "up to date"). The stages of the real test pipeline record the mnist_xai modules they loaded
-(MNIST_XAI_IMPORT_LOG); each must be a declared dep or lie inside one."""
+"""Correct by construction: every stage's deps cover the code it really runs, so a change to any module a stage
+imports re-runs that stage (before, a change to the verdict rule left reports/report.html stale while `dvc repro`
+said "up to date"). A stage's code dep is fingerprints/<script>.txt, which lists the files its script runs,
+found by reading the code (mnist_xai.fingerprints). The stages of the real test pipeline record the mnist_xai
+modules they loaded (MNIST_XAI_IMPORT_LOG); each must be listed in the stage's fingerprint, or be a declared dep,
+or lie inside one."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import json
 from pathlib import PurePosixPath
 
 import yaml
+
+from tests.helpers import ran_stages
 
 
 def loaded_modules(pipeline) -> dict[str, set[str]]:
@@ -30,8 +34,17 @@ def _repo_path(file: str) -> str:
 
 
 def declared_deps(pipeline) -> dict[str, list[str]]:
+    """stage -> its deps in dvc.lock, each fingerprints/<script>.txt expanded into the files it lists."""
     stages = yaml.safe_load((pipeline.path / "dvc.lock").read_text())["stages"]
-    return {name: [dep["path"] for dep in stage.get("deps", [])] for name, stage in stages.items()}
+    declared = {}
+    for name, stage in stages.items():
+        deps = [dep["path"] for dep in stage.get("deps", [])]
+        for dep in deps:
+            if dep.startswith("fingerprints/"):
+                lines = (pipeline.path / dep).read_text().splitlines()
+                deps += [line.split("  ", 1)[1] for line in lines]
+        declared[name] = deps
+    return declared
 
 
 def uncovered(loaded: set[str], deps: list[str]) -> list[str]:
@@ -43,8 +56,9 @@ def test_every_stage_ran_and_recorded_its_imports(pipeline):
     from tests.conftest import PIPELINE_METHODS
 
     loaded = loaded_modules(pipeline)
-    assert set(loaded) == {"download", "train", "evaluate", "train_random_labels", "train_decoy", "verdicts",
-                           "report"} | {f"{kind}@{m}" for kind in ("explain", "quality") for m in PIPELINE_METHODS}
+    stages = {"fingerprints", "download", "train", "evaluate", "train_random_labels", "train_decoy", "verdicts",
+              "report"}
+    assert set(loaded) == stages | {f"{kind}@{m}" for kind in ("explain", "quality") for m in PIPELINE_METHODS}
     assert set(loaded) <= set(declared_deps(pipeline))
     assert "src/mnist_xai/quality/verdict.py" in loaded["verdicts"]
     assert not any(f.startswith("src/mnist_xai/attribution/gradients") for f in loaded["verdicts"])  # no torch
@@ -62,5 +76,22 @@ def test_the_check_fails_when_a_dep_is_removed(pipeline):
     loaded, deps = loaded_modules(pipeline), declared_deps(pipeline)
     report = [d for d in deps["report"] if d != "src/mnist_xai/quality/metrics.py"]
     assert uncovered(loaded["report"], report) == ["src/mnist_xai/quality/metrics.py"]
-    scoring = [d for d in deps["quality@saliency"] if d != "src/mnist_xai/quality"]
+    scoring = [d for d in deps["quality@saliency"] if not d.startswith("src/mnist_xai/quality/")]
     assert "src/mnist_xai/quality/scoring.py" in uncovered(loaded["quality@saliency"], scoring)
+
+
+def test_a_code_change_reruns_the_stages_that_run_it_and_no_other(pipeline):
+    """The verdict rule changes: the fingerprints are re-made, and only the stage that runs quality/verdict.py
+    re-runs (the fingerprints of the others come out the same); the report after it only if what it wrote
+    changed."""
+    module = pipeline.path / "src/mnist_xai/quality/verdict.py"
+    original = module.read_text()
+    try:
+        module.write_text(original + "\n# a change\n")
+        ran = ran_stages(pipeline.dvc("repro").stdout)
+        assert ran[:2] == ["fingerprints", "verdicts"] and ran[2:] in ([], ["report"])
+    finally:
+        module.write_text(original)
+        restored = pipeline.dvc("repro")  # the run cache may bring the previous outputs back instead
+        assert set(ran_stages(restored.stdout)) <= {"fingerprints", "verdicts", "report"}
+        assert "Data and pipelines are up to date" in pipeline.dvc("repro").stdout
