@@ -127,6 +127,17 @@ def small_params(methods=PIPELINE_METHODS) -> dict:
     return params
 
 
+def quick_params(methods) -> dict:
+    """Smaller than small_params, for runs whose checks are about the plumbing (a queue, a store, a server),
+    not the verdicts: each of the three trainings sees fewer images, with half the channels and one residual
+    block per stage (the decoy model still learns its cue)."""
+    params = small_params(methods)
+    params["train"] |= {"n_images": 3000, "channels1": 16, "channels2": 32, "blocks": 1}
+    params["decoy"] |= {"n_images": 3000, "epochs": 3}
+    params["quality"] |= {"random_label_images": 200, "random_label_epochs": 10, "n_randomisation": 10}
+    return params
+
+
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory) -> PipelineRepo:
     """The real pipeline, run once with `dvc repro` on a small subset (see small_params): the seed's four

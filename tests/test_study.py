@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.browser import Visit
-from tests.conftest import small_params
+from tests.conftest import quick_params
 from tests.helpers import PipelineRepo
 
 pytestmark = pytest.mark.xdist_group("grid")  # its own worker: it runs beside the session pipeline
@@ -21,20 +21,10 @@ METHODS = ["saliency", "gradcam", "guided_backprop", "random"]
 CELLS = {"cell-fashion": "base.dataset=fashion-mnist", "cell-resnet": "train.arch=resnet"}
 
 
-def grid_params() -> dict:
-    """Smaller than the session pipeline's: what is checked here is the queue, the store and the page, not the
-    verdicts, so each cell's three trainings see fewer images (the decoy model still learns its cue)."""
-    params = small_params(METHODS)
-    params["train"]["n_images"] = 3000
-    params["decoy"] |= {"n_images": 3000, "epochs": 3}
-    params["quality"] |= {"random_label_images": 200, "random_label_epochs": 10, "n_randomisation": 10}
-    return params
-
-
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory) -> PipelineRepo:
     """A committed repository with no results yet: every cell runs its whole pipeline."""
-    repo = PipelineRepo.create(tmp_path_factory.mktemp("grid"), grid_params())
+    repo = PipelineRepo.create(tmp_path_factory.mktemp("grid"), quick_params(METHODS))
     repo.env.pop("OMP_NUM_THREADS", None)  # the stages share the cores themselves
     for name, setting in {**CELLS, "cell-broken": "train.epochs=0"}.items():
         repo.dvc("exp", "run", "--queue", "-n", name, "-S", setting)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import small_params
+from tests.conftest import quick_params
 from tests.helpers import PipelineRepo
 from tests.servers import mlflow_server, postgres_cluster
 
@@ -24,7 +24,7 @@ def run_against(tmp: Path, uri: str, guard_log: Path | None = None) -> PipelineR
     env = {"MLFLOW_TRACKING_URI": uri}
     if guard_log is not None:
         env |= {"PYTHONPATH": str(GUARD), "MNIST_XAI_NETWORK_LOG": str(guard_log)}
-    repo = PipelineRepo.create(tmp / "repo", small_params(METHODS), env=env)
+    repo = PipelineRepo.create(tmp / "repo", quick_params(METHODS), env=env)
     repo.first_repro = repo.dvc("repro")
     return repo
 
