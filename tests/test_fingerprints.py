@@ -31,9 +31,21 @@ def test_the_fingerprint_is_md5sum_format_of_the_files_listed():
     assert {line.split("  ", 1)[1] for line in text.splitlines()} == listed("train")
 
 
-def test_every_stage_script_has_one_and_the_fingerprints_stage_none():
-    assert [s.stem for s in fingerprints.stage_scripts()] == sorted(
-        p.stem for p in Path("stages").glob("*.py") if p.stem != "fingerprints")
+def test_each_stage_depends_on_the_fingerprint_of_the_script_it_runs():
+    """dvc.yaml: the fingerprints stage writes one file per stage script, and every other stage's one code dep
+    is its own script's file (a stage wired to another script's fingerprint would miss its own code's edits)."""
+    import yaml
+
+    stages = yaml.safe_load(Path("dvc.yaml").read_text())["stages"]
+    scripts = fingerprints.stage_scripts()
+    assert "stages/fingerprints.py" not in {s.as_posix() for s in scripts}
+    assert sorted(stages["fingerprints"]["outs"]) == [f"fingerprints/{s.stem}.txt" for s in scripts]
+    for name, stage in stages.items():
+        stage = stage.get("do", stage)  # foreach stages
+        script = Path(stage["cmd"].split()[1])
+        code = [dep for dep in stage["deps"] if dep.startswith(("fingerprints/", "src/", "stages"))]
+        expected = ["stages", "src/mnist_xai"] if name == "fingerprints" else [f"fingerprints/{script.stem}.txt"]
+        assert code == expected, name
 
 
 def test_a_lazy_package_attribute_is_followed_only_by_who_asks_for_it():
