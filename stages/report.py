@@ -102,7 +102,7 @@ def _provenance(run, methods) -> list[dict]:
     rows = []
     for stage_name, path in outputs:
         md5 = tracking.file_md5(path)
-        found = run.find_runs(f"tags.output_md5 = '{md5}' and attributes.status = 'FINISHED'")
+        found = run.find_runs(f"tags.output_md5 = '{md5}' and attributes.status = 'FINISHED'", max_results=1)
         rows.append({"stage": stage_name, "file": path, "md5": md5, "run_id": found[0].info.run_id if found else None})
     return rows
 

@@ -248,10 +248,11 @@ class StageRun:
 
         return self._call(log)
 
-    def find_runs(self, filter_string: str) -> list:
-        """Runs of this run's experiment matching an MLflow filter, newest first."""
+    def find_runs(self, filter_string: str, max_results: int = 1000) -> list:
+        """Runs of this run's experiment matching an MLflow filter, newest first (at most `max_results`: each
+        comes with all its params, metrics and tags)."""
         return self._call(self._client.search_runs, [self.experiment_id], filter_string,
-                          order_by=["attributes.start_time DESC"])
+                          max_results=max_results, order_by=["attributes.start_time DESC"])
 
 
 @contextlib.contextmanager
