@@ -67,14 +67,13 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
-def atomic_write_npz(path: str | Path, compress: bool = True, **arrays: np.ndarray) -> None:
-    """Like np.savez_compressed (np.savez with compress=False), but byte-identical for equal arrays: numpy
-    stamps each member with the current time, we stamp 1980-01-01."""
-    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    with atomic_file(path, "wb") as handle, zipfile.ZipFile(handle, "w", method) as archive:
+def atomic_write_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    """Like np.savez_compressed, but byte-identical for equal arrays: numpy stamps each member with the
+    current time, we stamp 1980-01-01."""
+    with atomic_file(path, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, array in arrays.items():
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = method
+            info.compress_type = zipfile.ZIP_DEFLATED
             with archive.open(info, "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 

@@ -13,6 +13,7 @@ the modules each stage of a real pipeline really loaded. Imports no torch: it ru
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 from pathlib import Path
 
@@ -33,6 +34,16 @@ def module_file(name: str) -> Path | None:
     return None
 
 
+def _parse(file: Path) -> ast.Module:
+    """Each file parsed once, though every stage script's closure reaches it (keyed by its current contents)."""
+    return _parse_text(file.read_text(), str(file))
+
+
+@functools.cache
+def _parse_text(text: str, name: str) -> ast.Module:
+    return ast.parse(text, name)
+
+
 def _lazy_attributes(package: str) -> tuple[set[str], set[str]]:
     """A package's PEP 562 __getattr__: the names its __init__ binds itself, and the modules __getattr__ imports
     on first use of any other name."""
@@ -40,7 +51,7 @@ def _lazy_attributes(package: str) -> tuple[set[str], set[str]]:
     if file is None or file.name != "__init__.py":
         return set(), set()
     bound, lazy = set(), set()
-    for node in ast.parse(file.read_text(), str(file)).body:
+    for node in _parse(file).body:
         if isinstance(node, ast.FunctionDef) and node.name == "__getattr__":
             for inner in ast.walk(node):
                 if isinstance(inner, ast.ImportFrom) and inner.module:
@@ -59,7 +70,7 @@ def _lazy_attributes(package: str) -> tuple[set[str], set[str]]:
 def _imported_names(file: Path) -> set[str]:
     """Every module an import statement of `file` names, at the top or in a function (a stage script imports
     its heavy modules in main()); but a package's __getattr__ runs only for whoever asks for its attribute."""
-    tree = ast.parse(file.read_text(), str(file))
+    tree = _parse(file)
     on_demand = {id(node) for top in tree.body if isinstance(top, ast.FunctionDef) and top.name == "__getattr__"
                  for node in ast.walk(top)}
     names = set()
@@ -103,7 +114,7 @@ def loaded_by_name() -> dict[str, set[str]]:
 
 def _data_files(module: Path) -> set[Path]:
     """Files the module names beside it, such as its page templates ("report.html.j2" in report/builder.py)."""
-    names = {node.value for node in ast.walk(ast.parse(module.read_text(), str(module)))
+    names = {node.value for node in ast.walk(_parse(module))
              if isinstance(node, ast.Constant) and isinstance(node.value, str) and "/" not in node.value
              and node.value.endswith((".j2", ".html", ".css", ".js", ".json"))}
     return {module.parent / name for name in names if (module.parent / name).is_file()}

@@ -56,7 +56,6 @@ def run(main: Callable[[], None]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # MLflow's schema migrations are noise
     _share_cores()
-    _keep_freed_memory()
     signal.signal(signal.SIGTERM, _terminate)
     try:
         main()
@@ -75,23 +74,6 @@ def run(main: Callable[[], None]) -> None:
         print(f"error: {'terminated' if terminated else 'interrupted'}; outputs are unchanged (they are written "
               "atomically)", file=sys.stderr)
         sys.exit(143 if terminated else 130)
-
-
-def _keep_freed_memory() -> None:
-    """Let glibc keep freed memory for the next allocation instead of handing it back to the kernel. A training
-    step frees and re-allocates the same 11 MB activations every batch; each time they came back as fresh pages,
-    and faulting them in cost 10-20 % of the step. A no-op where the C library is not glibc."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    mallopt(m_mmap_threshold, 256 * 2**20)  # blocks under 256 MB come from the heap, which can reuse them
-    mallopt(m_trim_threshold, 512 * 2**20)  # and up to 512 MB of free heap stays with the process
 
 
 IMPORT_LOG = "MNIST_XAI_IMPORT_LOG"

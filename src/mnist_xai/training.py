@@ -41,7 +41,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     # torch.use_deterministic_algorithms(True, warn_only=True) sets this same flag, but first imports
-    # torch._inductor (1.2-3 s here) only to set a flag of its compiler, which nothing here uses
+    # torch._inductor (1.2 s in a fresh process here) only to set a flag of its compiler, which nothing here uses
     torch._C._set_deterministic_algorithms(True, warn_only=True)
 
 

@@ -39,11 +39,9 @@ def declared_deps(pipeline) -> dict[str, list[str]]:
     declared = {}
     for name, stage in stages.items():
         deps = [dep["path"] for dep in stage.get("deps", [])]
-        for dep in deps:
-            if dep.startswith("fingerprints/"):
-                lines = (pipeline.path / dep).read_text().splitlines()
-                deps += [line.split("  ", 1)[1] for line in lines]
-        declared[name] = deps
+        listed = [line.split("  ", 1)[1] for dep in deps if dep.startswith("fingerprints/")
+                  for line in (pipeline.path / dep).read_text().splitlines()]
+        declared[name] = deps + listed
     return declared
 
 
