@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 PREFLIGHT_TIMEOUT_S = 5
 LOCK_TIMEOUT_ENV = "MNIST_XAI_STORE_LOCK_TIMEOUT"
-"""Seconds to wait for another process's write to the embedded store (default 60)."""
+"""Seconds to wait for another process's write to the embedded store (default 60): another stage's, or a
+program's outside this project (a sqlite3 shell mid-transaction)."""
 
 
 class TrackingError(UserError):
@@ -278,6 +279,7 @@ def stage_run(stage: str, experiment: str, *, params: dict[str, Any] | None = No
     try:
         with store_lock(uri):
             _prepare_sqlite(uri)
+            _wait_for_other_writers(uri)
             client = MlflowClient(uri)
             experiment_id = _experiment_id(client, experiment, uri)
             _sweep_abandoned_runs(client, experiment_id)
@@ -367,6 +369,27 @@ def _prepare_sqlite(uri: str) -> None:
 
     with contextlib.closing(sqlite3.connect(db)) as connection:
         connection.execute("PRAGMA journal_mode=WAL")
+
+
+def _wait_for_other_writers(uri: str) -> None:
+    """A program outside the store lock (a sqlite3 shell, another tool) may hold SQLite's write lock. Wait
+    for it as long as for one of our own stages, not MLflow's fixed 20 s, and then say what holds it."""
+    db = _sqlite_path(uri)
+    if db is None:
+        return
+    import sqlite3
+
+    timeout = _lock_timeout()
+    with contextlib.closing(sqlite3.connect(db, timeout=timeout, isolation_level=None)) as connection:
+        try:
+            connection.execute("BEGIN IMMEDIATE")  # takes the write lock, or waits up to timeout for it
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error):
+                raise
+            raise TrackingError(f"cannot write to the MLflow store {db}: another program has held it locked for "
+                                f"{timeout:g} s (a sqlite3 shell mid-transaction?); end its transaction, or "
+                                f"raise {LOCK_TIMEOUT_ENV}") from None
+        connection.execute("ROLLBACK")
 
 
 def _experiment_id(client, name: str, uri: str) -> str:
