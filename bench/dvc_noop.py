@@ -28,6 +28,7 @@ TIMED = [
     ("params.yaml, read once per stage", "dvc.dependency.param", "read_param_file"),
     ("deps and outs: hashes checked", "dvc.output", "Output.status"),
 ]
+RWLOCK = "rwlock file edits (8 per stage)"  # a context manager, timed apart
 
 
 def child() -> None:
@@ -64,15 +65,14 @@ def child() -> None:
     import dvc.rwlock
 
     edit = dvc.rwlock._edit_rwlock
-    label = "rwlock file edits (8 per stage)"
 
     @contextlib.contextmanager
     def timed_edit(*args, **kwargs):
         begin = time.perf_counter()
         with edit(*args, **kwargs) as lock:
             yield lock
-        seconds[label] = seconds.get(label, 0.0) + time.perf_counter() - begin
-        calls[label] = calls.get(label, 0) + 1
+        seconds[RWLOCK] = seconds.get(RWLOCK, 0.0) + time.perf_counter() - begin
+        calls[RWLOCK] = calls.get(RWLOCK, 0) + 1
 
     dvc.rwlock._edit_rwlock = timed_edit
     begin = time.perf_counter()
@@ -91,6 +91,8 @@ def main() -> None:
         child()
         return
 
+    if subprocess.run(["dvc", "status", "-q"], cwd=args.repo).returncode != 0:
+        raise SystemExit(f"the pipeline in {args.repo} is not up to date (dvc status): run dvc repro there first")
     walls, child_walls, results = [], [], []
     for _ in range(args.runs):
         begin = time.perf_counter()
@@ -101,9 +103,8 @@ def main() -> None:
                              capture_output=True, text=True).stdout
         child_walls.append(time.perf_counter() - begin)
         results.append(json.loads(out.strip().splitlines()[-1]))
-    if any(r["code"] for r in results) or any(r["calls"].get("deps and outs: hashes checked", 0) == 0
-                                               for r in results):
-        raise SystemExit("dvc repro did not run as a no-op: run the pipeline first")
+    if any(r["code"] for r in results):
+        raise SystemExit("dvc repro failed")
 
     def median(key):
         return statistics.median(r["seconds"].get(key, 0.0) for r in results)
@@ -114,7 +115,7 @@ def main() -> None:
     print(f"  instrumented: {statistics.median(child_walls):.2f} s, of which")
     print(f"    {'Python start-up, DVC imported':45s} {statistics.median(child_walls) - repro:5.2f} s")
     print(f"    {'dvc repro itself':45s} {repro:5.2f} s, of which")
-    labels = [label for label, *_ in TIMED] + ["rwlock file edits (8 per stage)"]
+    labels = [label for label, *_ in TIMED] + [RWLOCK]
     for label in labels:
         print(f"      {label:43s} {median(label):5.2f} s over {results[0]['calls'].get(label, 0)} calls")
     rest = statistics.median(r["repro"] - sum(r["seconds"].get(label, 0.0) for label in labels) for r in results)
