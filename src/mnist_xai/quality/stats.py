@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from statistics import NormalDist
 
 import numpy as np
 
@@ -54,6 +55,18 @@ def constant_rows(a: np.ndarray) -> np.ndarray:
     return flat.max(axis=1) == flat.min(axis=1)
 
 
+def constant_maps(maps: np.ndarray) -> np.ndarray:
+    """Maps that are constant, or constant up to float rounding (spread below 1e-6 of their largest |value|)."""
+    flat = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1)
+    spread = flat.max(axis=1) - flat.min(axis=1)
+    return constant_rows(flat) | (spread <= 1e-6 * np.abs(flat).max(axis=1))
+
+
+def rounded(value) -> float | None:
+    """Six places, so reruns give equal files; None (JSON null) for a value that does not exist (NaN)."""
+    return None if value is None or np.isnan(value) else round(float(value), 6)
+
+
 BOOTSTRAP_RESAMPLES = 2000
 CONFIDENCE = 0.95
 
@@ -81,14 +94,72 @@ def bootstrap_means(values: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, se
     return means.reshape(*values.shape[:-1], resamples)
 
 
+_NORMAL = NormalDist()
+Z = _NORMAL.inv_cdf((1 + CONFIDENCE) / 2)
+
+
 def interval(values: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float, float]:
-    """The mean of per-image values and its 95 % percentile-bootstrap interval."""
+    """The mean of per-image values and its 95 % BCa bootstrap interval (Efron 1987: the percentile interval
+    corrected for the bootstrap distribution's bias and skew, which matters at the small n of the randomisation
+    checks). NaN values (a map that collapsed, say) are left out; none left gives NaN. A sample whose values are
+    all equal has a zero-width interval: nothing in it varies."""
     values = np.asarray(values, dtype=np.float64)
+    values = values[~np.isnan(values)]
     if values.size == 0:
         return float("nan"), float("nan"), float("nan")
-    means = bootstrap_means(values, resamples, seed)
-    low, high = np.quantile(means, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
-    return float(values.mean()), float(low), float(high)
+    mean = float(values.mean())
+    deviations = values - mean
+    spread = float((deviations ** 2).sum())
+    if spread <= 1e-24 * max(1.0, mean * mean) * len(values):
+        return mean, mean, mean
+    means = np.sort(bootstrap_means(values, resamples, seed))
+    below = (np.count_nonzero(means < mean) + 0.5 * np.count_nonzero(means == mean)) / len(means)
+    bias = _NORMAL.inv_cdf(min(max(below, 0.5 / len(means)), 1 - 0.5 / len(means)))
+    acceleration = float((deviations ** 3).sum()) / (6.0 * spread ** 1.5)
+    bounds = []
+    for z in (-Z, Z):
+        shifted = bias + z
+        bounds.append(_NORMAL.cdf(bias + shifted / (1 - acceleration * shifted)))
+    low, high = np.quantile(means, bounds)
+    return mean, float(min(low, mean)), float(max(high, mean))
+
+
+def proportion_interval(hits: np.ndarray) -> tuple[float, float, float]:
+    """The share of hits (bool or 0/1 per image) and its 95 % Wilson score interval (Wilson 1927): it stays
+    inside [0, 1] and does not collapse to [0, 0] or [1, 1] at the edges, where a percentile bootstrap does."""
+    hits = np.asarray(hits, dtype=np.float64)
+    hits = hits[~np.isnan(hits)]
+    return wilson(float(hits.sum()), len(hits))
+
+
+def wilson(successes: float, n: int) -> tuple[float, float, float]:
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    p = successes / n
+    denominator = 1 + Z * Z / n
+    centre = (p + Z * Z / (2 * n)) / denominator
+    half = Z * np.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n)) / denominator
+    return p, float(max(0.0, min(p, centre - half))), float(min(1.0, max(p, centre + half)))
+
+
+def paired_proportion_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """share(a) - share(b) for paired hits on the same images, with Newcombe's (1998, method 10) 95 % interval:
+    Wilson intervals of both shares, combined with their correlation. Exact 0 with a narrow interval when a and
+    b agree on every image; it stays inside [-1, 1]."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    n = len(a)
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    both, only_a, only_b = np.sum(a & b), np.sum(a & ~b), np.sum(~a & b)
+    neither = n - both - only_a - only_b
+    p1, l1, u1 = wilson(float(both + only_a), n)
+    p2, l2, u2 = wilson(float(both + only_b), n)
+    product = float((both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither))
+    phi = float(both * neither - only_a * only_b) / np.sqrt(product) if product > 0 else 0.0
+    below = np.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    above = np.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    difference = p1 - p2
+    return difference, float(max(-1.0, difference - below)), float(min(1.0, difference + above))
 
 
 def paired_interval(a: np.ndarray, b: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
