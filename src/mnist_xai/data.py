@@ -80,7 +80,9 @@ DATASETS = {
 # one known value, which the deletion metric and the IG baseline rely on.
 MEAN = 0.1307
 STD = 0.3081
-BLACK = (0.0 - MEAN) / STD
+BLACK = float((np.float32(0.0) - np.float32(MEAN)) / np.float32(STD))
+"""A black pixel as the model sees it: exactly what normalize() computes in float32, so that a patch filled with
+it equals the image's own background bit for bit."""
 
 DOWNLOAD_TIMEOUT_S = 15
 

@@ -71,14 +71,18 @@ SECTIONS: dict[str, dict[str, Param]] = {
                                      maximum=100000),
     },
     "decoy": {
-        "epochs": Param(1, "epochs of the decoy model (the same architecture, trained on Decoy MNIST)",
-                        positive=True),
-        "lr": Param(0.01, "its peak learning rate: a shortcut is learned when the digits cannot fit the training "
-                    "set alone", positive=True),
-        "batch_size": Param(64, "its images per optimisation step", positive=True),
-        "n_images": Param(0, "train it on a seeded random subset of this many images; 0 = all", minimum=0),
-        "n_ground_truth": Param(128, "test images with the cue on which each method is scored, among those where "
-                                "the cue provably matters", positive=True),
+        "epochs": Param(1, "epochs of each twin (the same architecture, trained on the cued images)", positive=True),
+        "lr": Param(0.01, "their peak learning rate", positive=True),
+        "batch_size": Param(64, "their images per optimisation step", positive=True),
+        "n_images": Param(20000, "train the twins on a seeded random subset of this many images; 0 = all",
+                          minimum=0),
+        "uninformative_share": Param(0.4, "share of the twins' training images whose label is drawn at random, "
+                                     "independent of the digit: only the cue can fit them, so the decoy twin must "
+                                     "learn it", minimum=0, maximum=0.9),
+        "n_pool": Param(300, "test images swept per cue type (every 4x4 window removed in turn) for those on which "
+                        "the cue dominates the decoy model's decision", positive=True),
+        "n_ground_truth": Param(128, "of those, the images per cue type on which each method is scored",
+                                positive=True),
     },
     "report": {
         "n_samples": Param(8, "sample images in the method gallery", positive=True, maximum=100),
@@ -93,7 +97,6 @@ SECTIONS: dict[str, dict[str, Param]] = {
     },
 }
 NESTED = {"explain": "methods"}  # section -> key holding a mapping validated elsewhere
-CONTROL = "random"  # the control method every verdict is calibrated against
 
 
 def read_yaml(path: Path = PARAMS_FILE) -> dict[str, Any]:
@@ -155,9 +158,13 @@ def validate(data: dict[str, Any]) -> dict[str, SimpleNamespace]:
     methods = _methods(data)
     for method, raw in methods.items():
         _resolve_method(method, raw)
-    if CONTROL not in methods:
-        raise ParamError(f"explain.methods must include the `{CONTROL}` control ({CONTROL}: {{}}): every verdict "
-                         "is calibrated against it")
+    from mnist_xai.attribution.registry import CONTROLS  # torch-free
+
+    missing = [control for control in CONTROLS if control not in methods]
+    if missing:
+        raise ParamError(f"explain.methods must include the control{'s' * (len(missing) > 1)} "
+                         f"{', '.join(missing)} ({': {}, '.join(missing)}: {{}}): every verdict is calibrated by "
+                         "the controls " + ", ".join(CONTROLS))
     return sections
 
 

@@ -53,6 +53,48 @@ def occlusion(model, x, targets, *, window, stride, baseline, score, batch_size)
     return maps / coverage
 
 
+@torch.inference_mode()
+def window_drops(model, x, targets, *, window, stride, fill, score, batch_size=128) -> torch.Tensor:
+    """The drop of the explained score when each window x window patch (all channels) is set to `fill`, for every
+    patch position inside the image on a `stride` grid: [N, rows, cols]. A patch whose pixels already all equal
+    the fill changes nothing, so its drop is 0 and is not computed (MNIST's background, when the fill is black).
+    Sequential CNNs recompute only what a patch reaches (LocalRecompute)."""
+    height, width = x.shape[2:]
+    if window > min(height, width):
+        raise ParamError(f"window={window} is not allowed: it is larger than the {height}x{width} input")
+    row_starts, col_starts = range(0, height - window + 1, stride), range(0, width - window + 1, stride)
+    drops = torch.zeros(len(x), len(row_starts), len(col_starts), device=x.device)
+    local = LocalRecompute.for_model(model)
+    changed_pixels = (x != fill).any(dim=1)  # [N, H, W]
+    for rows in image_chunks(len(x), batch_size):
+        changes = changed_pixels[rows]
+        patches = [(r, c) for r in row_starts for c in col_starts if changes[:, r:r + window, c:c + window].any()]
+        if not patches:
+            continue
+        if local:
+            clean, scores = local.occlusion_scores(x[rows], targets[rows], patches, window, fill, score)
+        else:
+            clean, scores = _full_forward_scores(model, x[rows], targets[rows], patches, window, fill, score,
+                                                 batch_size)
+        for p, (r, c) in enumerate(patches):
+            drops[rows, r // stride, c // stride] = clean - scores[:, p]
+    return drops
+
+
+@torch.inference_mode()
+def intervention_map(model, x, targets, *, window, score, batch_size):
+    """The oracle: each pixel gets the score drop of removing (setting to black) the window x window block of a
+    grid of disjoint blocks that holds it. On an image where a cue that fills one block dominates the decision,
+    the largest value lies on the cue by construction; on any other model it is that model's own intervention."""
+    height, width = x.shape[2:]
+    if height % window or width % window:
+        raise ParamError(f"oracle window={window} is not allowed: it must divide the {height}x{width} input into "
+                         "whole blocks")
+    drops = window_drops(model, x, targets, window=window, stride=window, fill=BLACK, score=score,
+                         batch_size=batch_size)
+    return drops.repeat_interleave(window, dim=1).repeat_interleave(window, dim=2)
+
+
 def _full_forward_scores(model, images, targets, patches, window, fill, score, batch_size):
     """Clean scores [n] and occluded scores [n, P], one forward pass per occluded image."""
     clean = target_scores(model(images), targets, score)

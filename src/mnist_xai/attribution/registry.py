@@ -172,7 +172,23 @@ _METHODS = [
     Method("random", "perturbation:random_map", "control", "a control, not an explanation",
            "none", "uniform noise in [0, 1), seeded: every real method must beat it", {"seed": SEED},
            passes=lambda p: {}),
+    Method("edge", "controls:edge", "control", "a control: Adebayo et al. 2018's edge detector, model-free",
+           "none", "Sobel gradient magnitude of the input, border padded with its own edge pixels (the "
+           "background); ignores the model, so every verdict must distrust it", passes=lambda p: {}),
+    Method("brightness", "controls:brightness", "control", "a control: |input|, model-free", "none",
+           "|x| of the model's input; ignores the model, so every verdict must distrust it", passes=lambda p: {}),
+    Method("oracle", "perturbation:intervention_map", "control",
+           "a control: the model's own intervention map, which the ground truth must trust", "none",
+           "score drop when each pixel's block of a grid of disjoint window x window blocks is set to black; on the "
+           "decoy model, where the cue (one block) provably dominates, its largest value lies on the cue", {
+               "window": Param(4, "block side in pixels (the cue's size); must divide the image", positive=True),
+               "score": SCORE,
+           }, signed=True, passes=lambda p: {"f": 1 + (28 // p["window"]) ** 2}),
 ]
+
+CONTROLS = ("random", "edge", "brightness", "oracle")
+"""The explainers with known answers that calibrate every verdict: model-free ones (random noise, edges,
+brightness) must be distrusted, the oracle trusted."""
 
 REGISTRY: dict[str, Method] = {method.name: method for method in _METHODS}
 METHODS: tuple[str, ...] = tuple(REGISTRY)
