@@ -10,15 +10,16 @@ from pathlib import Path
 
 from mnist_xai import data, params, stage, tracking
 from mnist_xai.errors import UserError
-from mnist_xai.files import atomic_write_json, atomic_write_npz, read_json, read_npz
+from mnist_xai.files import atomic_write_json, atomic_write_npz, read_npz
 
 log = logging.getLogger("quality")
 
 MODEL = Path("models/model.pt")
 RANDOM_MODEL = Path("models/model_random_labels.pt")
+CONTROL_MODEL = Path("models/model_true_labels.pt")
 DECOY_MODEL = Path("models/model_decoy.pt")
+TWIN_MODEL = Path("models/model_no_reliance.pt")
 GROUND_TRUTH = Path("ground_truth/decoy.npz")
-DECOY_METRICS = Path("metrics/decoy.json")
 
 
 def main() -> None:
@@ -33,15 +34,14 @@ def main() -> None:
     from mnist_xai import decoy
     from mnist_xai.explanation import Explanation
     from mnist_xai.model import load_model
-    from mnist_xai.quality.scoring import GroundTruth, Models, QualitySettings, score_method
+    from mnist_xai.quality.scoring import CueSet, Models, QualitySettings, score_method
     from mnist_xai.training import resolve_device
 
     device = resolve_device(p.base.device)
     explanation = Explanation.load(Path("explanations") / f"{method}.npz", method)
     images, _ = data.load_split(Path("data") / p.base.dataset, "test")
-    truth = read_npz(GROUND_TRUTH, "train_decoy", keys=("indices", "corners", "labels", "decoy_targets",
-                                                         "normal_targets"))
-    chance = read_json(DECOY_METRICS, "train_decoy")["chance"]
+    fields = ("indices", "corners", "labels", "decoy_targets", "twin_targets")
+    truth = read_npz(GROUND_TRUTH, "train_decoy", keys=tuple(f"{cue}_{f}" for cue in decoy.CUE_TYPES for f in fields))
     q = p.quality
     explained = len(explanation.maps)
     settings = QualitySettings(
@@ -55,12 +55,15 @@ def main() -> None:
                                    f"the {explained} explained images"),
         sensitivity_samples=q.sensitivity_samples, sensitivity_radius=q.sensitivity_radius,
         deletion_step=q.deletion_step, insertion_start=q.insertion_start, blur_sigma=q.blur_sigma, seed=p.base.seed)
-    models = Models(trained=load_model(MODEL, device), random_labels=load_model(RANDOM_MODEL, device),
-                    decoy=load_model(DECOY_MODEL, device))
-    cued = decoy.with_cue(images[truth["indices"]], truth["corners"], decoy.cue_level(truth["labels"]))
-    ground_truth = GroundTruth(x=data.normalize(cued).to(device), masks=decoy.cue_masks(truth["corners"]),
-                               decoy_targets=torch.as_tensor(truth["decoy_targets"], device=device),
-                               normal_targets=torch.as_tensor(truth["normal_targets"], device=device))
+    models = Models(trained=load_model(MODEL, device), decoy=load_model(DECOY_MODEL, device),
+                    no_reliance=load_model(TWIN_MODEL, device), random_labels=load_model(RANDOM_MODEL, device),
+                    true_labels=load_model(CONTROL_MODEL, device))
+    ground_truth = {cue: CueSet(
+        x=data.normalize(decoy.with_cue(images[truth[f"{cue}_indices"]], truth[f"{cue}_corners"],
+                                        truth[f"{cue}_labels"], cue)).to(device),
+        masks=decoy.cue_masks(truth[f"{cue}_corners"]),
+        decoy_targets=torch.as_tensor(truth[f"{cue}_decoy_targets"], device=device),
+        twin_targets=torch.as_tensor(truth[f"{cue}_twin_targets"], device=device)) for cue in decoy.CUE_TYPES}
     x = data.normalize(images[explanation.indices]).to(device)
 
     with tracking.stage_run(f"quality@{method}", p.tracking.experiment,
@@ -71,21 +74,21 @@ def main() -> None:
                                   torch.as_tensor(explanation.targets, device=device),
                                   torch.as_tensor(explanation.predictions, device=device), explanation.maps,
                                   ground_truth, settings)
-        summary = {"method": method, "chance": chance, **scores.summary(q.bootstrap_resamples, p.base.seed)}
+        summary = {"method": method, **scores.summary(q.bootstrap_resamples, p.base.seed)}
         curve = scores.randomisation
         atomic_write_npz(Path("quality/scores") / f"{method}.npz", **scores.values,
                          curve_fractions=scores.curves.fractions, curve_deletion=scores.curves.deletion,
                          curve_insertion=scores.curves.insertion, mprt_curve=curve.correlation,
                          mprt_constant=curve.constant_fraction, mprt_layers=curve.layers, examples=curve.examples,
                          example_indices=explanation.indices[:len(curve.examples[0])],
-                         gt_examples_decoy=scores.ground_truth_examples["decoy"],
-                         gt_examples_normal=scores.ground_truth_examples["normal"])
+                         **{f"gt_examples_{name}": maps for name, maps in scores.ground_truth_examples.items()})
         atomic_write_json(Path("metrics/quality") / f"{method}.json", summary)
         atomic_write_json(Path("metrics/timing/quality") / f"{method}.json",
                           {part: round(seconds, 3) for part, seconds in scores.seconds.items()})
-        run.log_metrics({key: value["value"] for key, value in summary["metrics"].items()}
-                        | {f"{key}.low": value["low"] for key, value in summary["metrics"].items()}
-                        | {f"{key}.high": value["high"] for key, value in summary["metrics"].items()}
+        known = {key: value for key, value in summary["metrics"].items() if value["value"] is not None}
+        run.log_metrics({key: value["value"] for key, value in known.items()}
+                        | {f"{key}.low": value["low"] for key, value in known.items()}
+                        | {f"{key}.high": value["high"] for key, value in known.items()}
                         | {"constant_share": summary["constant_share"]}
                         | {f"seconds.{part}": seconds for part, seconds in scores.seconds.items()})
         run.set_tags({"output_md5": tracking.file_md5(Path("metrics/quality") / f"{method}.json"),

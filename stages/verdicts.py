@@ -1,7 +1,9 @@
-"""verdicts: the cross-method part of the quality checks, light (no torch): every method's verdict from
-interval tests against the controls, paired comparisons, the meta-evaluation of the sanity checks against the
-ground truth, which published findings reproduce, and the agreement between methods. It reads what the
-quality@<method> stages wrote, so a change to one method re-scores that method and then only this."""
+"""verdicts: the cross-method part of the quality checks, light (no torch): each line's pass/fail threshold
+calibrated by the controls, every method's verdict (the controls' included: a model-free explainer must be
+distrusted, the oracle trusted), how each verdict moves when a threshold moves, the pointing game per label, the
+meta-evaluation of the checks against the ground truth, which published findings reproduce, and the agreement
+between methods. It reads what the quality@<method> stages wrote, so a change to one method re-scores that method
+and then only this."""
 
 import logging
 from pathlib import Path
@@ -23,15 +25,19 @@ def main() -> None:
     methods = list(params.configured_methods())
     import numpy as np
 
+    from mnist_xai.decoy import CUE_TYPES
     from mnist_xai.explanation import load_explanations
+    from mnist_xai.quality.metrics import CUE_PREFIX
     from mnist_xai.quality.metrics import METRICS as TABLE
-    from mnist_xai.quality.stats import centred_ranks, rank_correlation
+    from mnist_xai.quality.stats import centred_ranks, rank_correlation, rounded
     from mnist_xai.quality.verdict import Judge, findings
 
-    keys = tuple(metric.key for metric in TABLE)
+    distances = tuple(f"{prefix}{name}_distance" for prefix in CUE_PREFIX.values() for name in ("gt", "fam"))
+    keys = tuple(metric.key for metric in TABLE) + distances
     arrays = {m: read_npz(Path("quality/scores") / f"{m}.npz", f"quality@{m}", keys=keys) for m in methods}
     summaries = {m: read_json(Path("metrics/quality") / f"{m}.json", f"quality@{m}") for m in methods}
     decoy = read_json("metrics/decoy.json", "train_decoy")
+    truth = read_npz("ground_truth/decoy.npz", "train_decoy", keys=tuple(f"{cue}_labels" for cue in CUE_TYPES))
     fit = read_json("metrics/train_random_labels.json", "train_random_labels")["train_accuracy_on_permuted_labels"]
     explanations = load_explanations("explanations", methods)
 
@@ -39,21 +45,26 @@ def main() -> None:
         with stage.work():
             judge = Judge({m: {k: arrays[m][k] for k in keys} for m in methods},
                           constant_share={m: summaries[m]["constant_share"] for m in methods},
-                          degenerate={m: summaries[m]["degenerate"] for m in methods}, chance=decoy["chance"],
                           random_label_fit=fit, resamples=p.quality.bootstrap_resamples, seed=p.base.seed)
             ranked = judge.verdicts()
             verdicts = [{"method": v.method, "verdict": v.verdict, "reason": v.reason, "rank": rank,
+                         "control": v.control, "threshold_sensitive": v.sensitive_to,
                          "evidence": [vars(e) for e in v.evidence]} for rank, v in enumerate(ranked, 1)]
-            details = {"verdicts": verdicts, "neighbours": judge.neighbours(ranked), "meta_evaluation": judge.meta,
-                       "findings": findings(judge, ranked, decoy), "chance": decoy["chance"], "random_label_fit": fit}
+            details = {"verdicts": verdicts, "calibration": judge.calibration(), "neighbours": judge.neighbours(ranked),
+                       "meta_evaluation": judge.meta_evaluation(), "findings": findings(judge, ranked),
+                       "per_label": judge.per_label({cue: truth[f"{cue}_labels"] for cue in CUE_TYPES}),
+                       "chance": decoy["chance"], "pointing_chance": decoy["pointing_chance"],
+                       "pointing_tolerance": decoy["pointing_tolerance"], "random_label_fit": fit}
             n = min(p.quality.n_images, len(next(iter(explanations.values())).maps))
             ranks = {m: centred_ranks(np.abs(e.maps[:n])) for m, e in explanations.items()}
             agreement = {(a, b): round(float(rank_correlation(ranks[a], ranks[b]).mean()), 6)
                          for i, a in enumerate(methods) for b in methods[i + 1:]}
-        by_method = {v["method"]: v["verdict"] for v in verdicts}
-        atomic_write_json(METRICS, {"chance": decoy["chance"], "methods": {
+        by_method = {v["method"]: v for v in verdicts}
+        atomic_write_json(METRICS, {"chance": decoy["chance"], "pointing_chance": decoy["pointing_chance"], "methods": {
             m: {**summaries[m]["metrics"], "constant_share": summaries[m]["constant_share"],
-                "degenerate": int(summaries[m]["degenerate"]), "verdict": by_method.get(m, "control")}
+                "degenerate": int(summaries[m]["degenerate"]), "verdict": by_method[m]["verdict"],
+                "control": int(by_method[m]["control"]),
+                "threshold_sensitive": int(bool(by_method[m]["threshold_sensitive"]))}
             for m in methods}})
         atomic_write_json(VERDICTS, details)
         atomic_write_json(CURVES, [
@@ -64,18 +75,20 @@ def main() -> None:
                                     arrays[m][f"curve_{name}"].std(0), strict=True)])
         atomic_write_json(RANDOMISATION, [
             {"method": m, "step": step, "randomised": "+".join(str(layer) for layer in arrays[m]["mprt_layers"][:step])
-             or "none", "rho": round(float(rho), 6), "constant_maps": round(float(constant), 6)}
+             or "none", "rho": rounded(rho), "constant_maps": round(float(constant), 6)}
             for m in methods
             for step, (rho, constant) in enumerate(zip(arrays[m]["mprt_curve"], arrays[m]["mprt_constant"],
                                                        strict=True))])
         atomic_write_json(AGREEMENT, [{"a": a, "b": b, "rho": 1.0 if a == b else agreement.get((a, b),
                                                                                              agreement.get((b, a)))}
                                       for a in methods for b in methods])
-        run.log_metrics({f"{m}.verdict_rank": v["rank"] for v in verdicts for m in [v["method"]]})
+        run.log_metrics({f"{v['method']}.verdict_rank": v["rank"] for v in verdicts})
         run.set_tags({f"verdict.{v['method']}": v["verdict"] for v in verdicts}
                      | {"output_md5": tracking.file_md5(METRICS)})
     for v in verdicts:
-        log.info("%-22s %-16s %s", v["method"], v["verdict"], v["reason"])
+        log.info("%-22s %-16s %s%s", v["method"] + (" (control)" if v["control"] else ""), v["verdict"], v["reason"],
+                 f" [threshold-sensitive: {len(v['threshold_sensitive'])} moves change it]"
+                 if v["threshold_sensitive"] else "")
 
 
 if __name__ == "__main__":

@@ -6,12 +6,14 @@ randomised? An explanation that survives randomisation explains the input, not t
 - Its repairs (Hedström et al. 2023, "Sanity Checks Revisited"): Smooth MPRT compares maps denoised by
   averaging over noisy copies of the input; Efficient MPRT scores the relative rise in the entropy of the
   map's histogram from the trained to the fully randomised model, with no similarity measure at all.
-- Controls: an edge map of the input (Sobel), which ignores the model, says how much similarity the input's
-  structure alone gives (Adebayo et al. 2018 compared with an edge detector for this reason; Binder et al.
-  2023 show that randomised networks keep the input's structure); rho over the digit's pixels only removes
-  the black background that every map shares.
-- Data randomisation (Adebayo et al. 2018): rho of |map| between a model trained on permuted labels and the
-  real one.
+- Controls: the model-free explainers (edges, brightness) are scored by the same checks and must fail them,
+  and the oracle must pass (see verdict.py); rho over the digit's pixels only is shown beside the plain rho,
+  since the black background every map shares on MNIST inflates it (Binder et al. 2023).
+- Collapsed maps: a randomised network whose map is constant (a CAM whose ReLU kills everything) has no ranking;
+  its rho is left out (NaN) and the share of such maps recorded, rather than scored rho = 0, which would pass.
+- Data randomisation (Adebayo et al. 2018): rho of |map| between a model trained on permuted labels and a
+  matched control, the same network trained the same way (images, steps, seed) on the true labels, so that
+  the check compares what was learned, not how long.
 
 Layers are re-initialised as Quantus 0.6 does it (each with torch.manual_seed(seed + 1), then the layer's
 own reset_parameters), so that given the same seed both randomise to the same network.
@@ -29,7 +31,7 @@ from torch import nn
 
 from mnist_xai.attribution import attribute
 from mnist_xai.quality.complexity import histogram_entropy
-from mnist_xai.quality.stats import constant_rows, spearman_rows
+from mnist_xai.quality.stats import constant_maps, constant_rows, spearman_rows
 
 
 @dataclass
@@ -75,39 +77,38 @@ def redrawn(method: str, params: dict, step: int) -> dict:
     return {**params, "seed": params["seed"] + 1 + step} if method == "random" else params
 
 
+def rank_similarity(maps: np.ndarray, reference: np.ndarray, pixels: np.ndarray | None = None) -> np.ndarray:
+    """Spearman rho of |map| against |reference| per image, over every pixel or only where `pixels` (bool [N, H,
+    W]) is true; NaN where either map is constant there (up to float rounding): a collapsed map has no ranking to
+    compare, and rho = 0 would read as passing a randomisation check."""
+    maps, reference = np.abs(maps), np.abs(reference)
+    if pixels is None:
+        rho = spearman_rows(maps, reference)
+        return np.where(constant_maps(maps) | constant_maps(reference), np.nan, rho)
+    rho = np.full(len(maps), np.nan)
+    for i, (a, b, keep) in enumerate(zip(maps, reference, pixels, strict=True)):
+        a, b = a[keep][None], b[keep][None]
+        if a.size >= 3 and not (constant_maps(a)[0] or constant_maps(b)[0]):
+            rho[i] = spearman_rows(a, b)[0]
+    return rho
+
+
 def cascading_randomisation(model: nn.Module, method: str, params: dict, x: torch.Tensor, targets: torch.Tensor,
                             trained_maps: np.ndarray, seed: int, n_examples: int = 4) -> RandomisationCurve:
-    """Randomise parameter layers from the top down, cumulatively, recomputing the maps after each step."""
+    """Randomise parameter layers from the top down, cumulatively, recomputing the maps after each step. The
+    curve is the mean rho over the maps that did not collapse (NaN when all did)."""
     correlation = [1.0]
     constant = [float(constant_rows(trained_maps).mean())]
     examples = [trained_maps[:n_examples]]
     maps = trained_maps
     for step, (_, randomised) in enumerate(cascade(model, seed)):
         maps = attribute(method, randomised, x, targets, **redrawn(method, params, step)).cpu().numpy()
-        correlation.append(float(spearman_rows(np.abs(maps), np.abs(trained_maps)).mean()))
+        rho = rank_similarity(maps, trained_maps)
+        correlation.append(float(np.nanmean(rho)) if not np.isnan(rho).all() else float("nan"))
         constant.append(float(constant_rows(maps).mean()))
         examples.append(maps[:n_examples])
     return RandomisationCurve(layers=parameter_layers(model), correlation=np.array(correlation),
                               constant_fraction=np.array(constant), examples=np.stack(examples), final_maps=maps)
-
-
-def sobel_edges(x: torch.Tensor) -> np.ndarray:
-    """Gradient magnitude of each image (Sobel, zero padding), summed over channels: [N, H, W]. It depends on
-    the input alone: the control for how much of a map's structure the input explains."""
-    kernel = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]], dtype=x.dtype, device=x.device)
-    flat = x.detach().reshape(-1, 1, *x.shape[2:])
-    gx = torch.nn.functional.conv2d(flat, kernel.view(1, 1, 3, 3), padding=1)
-    gy = torch.nn.functional.conv2d(flat, kernel.t().reshape(1, 1, 3, 3), padding=1)
-    magnitude = (gx.pow(2) + gy.pow(2)).sqrt().view(x.shape[0], x.shape[1], *x.shape[2:]).sum(dim=1)
-    return magnitude.cpu().numpy()
-
-
-def masked_spearman(a: np.ndarray, b: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Spearman rho of matching rows of a and b over the pixels where `masks` is true (0 where either is
-    constant there, or fewer than 3 pixels are selected)."""
-    flat_a, flat_b, flat_m = (v.reshape(len(v), -1) for v in (a, b, masks))
-    return np.array([spearman_rows(row_a[row_m][None], row_b[row_m][None])[0] if row_m.sum() >= 3 else 0.0
-                     for row_a, row_b, row_m in zip(flat_a, flat_b, flat_m, strict=True)])
 
 
 def entropy_rise(trained_maps: np.ndarray, randomised_maps: np.ndarray, bins: int = 100) -> np.ndarray:
@@ -137,7 +138,21 @@ def smooth_maps(model: nn.Module, method: str, params: dict, x: torch.Tensor, ta
     return total
 
 
-def data_randomisation_maps(random_label_model: nn.Module, method: str, params: dict, x: torch.Tensor,
-                            targets: torch.Tensor) -> np.ndarray:
-    """The maps of a model trained on permuted labels, for the same images and classes."""
-    return attribute(method, random_label_model, x, targets, **redrawn(method, params, 0)).cpu().numpy()
+def digit_pixels(x: torch.Tensor) -> np.ndarray:
+    """bool [N, H, W]: the pixels above black in any channel. The randomisation checks that decide a verdict
+    compare maps there only: on MNIST's black background, a method whose map is exactly 0 wherever the input is
+    (Integrated Gradients from a black baseline, the oracle) shares that block of ties with any model, which
+    inflates rho for reasons that have nothing to do with the model (Binder et al. 2023)."""
+    from mnist_xai.data import BLACK
+
+    return (x > BLACK).any(dim=1).cpu().numpy()
+
+
+def data_randomisation(random_label_model: nn.Module, true_label_model: nn.Module, method: str, params: dict,
+                       x: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
+    """Per image, rho between the maps of a model trained on permuted labels and of its matched control (the same
+    network, images, steps and seed, on the true labels), for the same images and classes, over the digit's
+    pixels; NaN where a map is constant there."""
+    permuted = attribute(method, random_label_model, x, targets, **redrawn(method, params, 0)).cpu().numpy()
+    true = attribute(method, true_label_model, x, targets, **redrawn(method, params, 1)).cpu().numpy()
+    return rank_similarity(permuted, true, digit_pixels(x))

@@ -1,5 +1,5 @@
-"""Every quality metric of one method, per image, so that each number can carry a bootstrap interval and two
-methods can be compared image by image. The metrics are defined in metrics.py."""
+"""Every quality metric of one method, per image, so that each number can carry an interval and two methods can
+be compared image by image. The metrics are defined in metrics.py."""
 
 from __future__ import annotations
 
@@ -10,33 +10,40 @@ import numpy as np
 import torch
 from torch import nn
 
-from mnist_xai.data import BLACK
 from mnist_xai.quality.complexity import gini_sparseness
 from mnist_xai.quality.faithfulness import Curves, deletion_insertion
-from mnist_xai.quality.localisation import pointing_game, relevance_mass_accuracy, relevance_rank_accuracy
+from mnist_xai.quality.localisation import (
+    POINTING_TOLERANCE,
+    pointing_distance,
+    relevance_mass_accuracy,
+    relevance_rank_accuracy,
+)
+from mnist_xai.quality.metrics import CUE_PREFIX, METRICS, estimate
 from mnist_xai.quality.randomisation import (
     RandomisationCurve,
     cascading_randomisation,
-    data_randomisation_maps,
+    data_randomisation,
+    digit_pixels,
     entropy_rise,
     fully_randomised,
-    masked_spearman,
+    rank_similarity,
     smooth_maps,
-    sobel_edges,
 )
 from mnist_xai.quality.robustness import max_sensitivity
-from mnist_xai.quality.stats import constant_rows, interval, spearman_rows
+from mnist_xai.quality.stats import constant_maps, rounded
 
 DEGENERATE_SHARE = 0.5
 """A method whose maps are constant for at least this share of the explained images is degenerate: it can
-never be trusted, whatever its other scores (a constant map scores rho = 0 in every randomisation test)."""
+never be trusted, whatever its other scores (a constant map carries no ranking for any check to read)."""
 
 EXAMPLES = 4  # images whose maps the report shows
+METRIC_KEYS = tuple(metric.key for metric in METRICS)
+
 
 @dataclass(frozen=True)
 class QualitySettings:
     n_images: int  # explained images for deletion/insertion and sparseness
-    n_randomisation: int  # images for MPRT, the edge control, Efficient MPRT and data randomisation
+    n_randomisation: int  # images for MPRT, Efficient MPRT and data randomisation
     n_smooth: int  # images for Smooth MPRT
     smooth_samples: int  # noisy copies averaged per Smooth MPRT map
     smooth_noise: float  # their noise std, as a fraction of the image's range
@@ -51,30 +58,32 @@ class QualitySettings:
 
 
 @dataclass
-class GroundTruth:
-    """Test images carrying the planted cue, on which the decoy model provably relies on it."""
+class CueSet:
+    """Test images carrying one cue type, on which the cue provably dominates the decoy twin's decision."""
 
     x: torch.Tensor  # normalised images with the cue [g, 1, H, W]
     masks: np.ndarray  # bool [g, H, W]: the cue
-    decoy_targets: torch.Tensor  # the class the decoy model predicts (and the maps explain)
-    normal_targets: torch.Tensor  # the class the normal model predicts on the same images
+    decoy_targets: torch.Tensor  # the class the decoy twin predicts (and its maps explain)
+    twin_targets: torch.Tensor  # the class the no-reliance twin predicts on the same images
 
 
 @dataclass
 class Models:
     trained: nn.Module
-    random_labels: nn.Module
-    decoy: nn.Module
+    decoy: nn.Module  # relies on the planted cue
+    no_reliance: nn.Module  # saw the cue in training, coding a random label: never uses it
+    random_labels: nn.Module  # trained on permuted labels
+    true_labels: nn.Module  # its matched control: the same training on the true labels
 
 
 @dataclass
 class MethodScores:
     method: str
-    values: dict[str, np.ndarray]  # metric key -> per-image values
+    values: dict[str, np.ndarray]  # metric key (and pointing distances) -> per-image values
     curves: Curves
     randomisation: RandomisationCurve
     constant_share: float  # share of the explained maps that are constant
-    ground_truth_examples: dict[str, np.ndarray]  # "decoy" / "normal" -> maps [k, H, W] of the first k images
+    ground_truth_examples: dict[str, np.ndarray]  # "<cue>_decoy" / "<cue>_twin" -> maps [k, H, W] of the first k
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -82,47 +91,57 @@ class MethodScores:
         return self.constant_share >= DEGENERATE_SHARE
 
     def summary(self, resamples: int, seed: int) -> dict:
-        """Each metric's mean with its 95 % bootstrap interval over images, rounded so reruns give equal files."""
+        """Each metric's value with the 95 % interval that fits it (metrics.py), rounded so reruns give equal
+        files; n counts the images behind it (collapsed maps left out)."""
         metrics = {}
-        for key, values in self.values.items():
-            mean, low, high = interval(values, resamples, seed)
-            metrics[key] = {"value": round(mean, 6), "low": round(low, 6), "high": round(high, 6), "n": len(values)}
+        for key in METRIC_KEYS:
+            value, low, high = estimate(self.values, key, resamples, seed)
+            n = int(np.sum(~np.isnan(np.asarray(self.values[key], dtype=np.float64))))
+            metrics[key] = {"value": rounded(value), "low": rounded(low), "high": rounded(high), "n": n}
         return {"metrics": metrics, "constant_share": round(self.constant_share, 6), "degenerate": self.degenerate,
-                "mprt_curve": [round(float(v), 6) for v in self.randomisation.correlation],
+                "mprt_curve": [rounded(v) for v in self.randomisation.correlation],
                 "mprt_layers": self.randomisation.layers}
 
 
-def constant_maps(maps: np.ndarray) -> np.ndarray:
-    """Maps that are constant, or constant up to float rounding (spread below 1e-6 of their largest |value|)."""
-    flat = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1)
-    spread = flat.max(axis=1) - flat.min(axis=1)
-    return constant_rows(flat) | (spread <= 1e-6 * np.abs(flat).max(axis=1))
+def score_ground_truth(models: Models, method: str, params: dict, sets: dict[str, CueSet], seed: int
+                       ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per cue type, the decoy twin's and the no-reliance twin's maps of the same cued images, scored against the
+    cue: pointing (the distance, and hits within the tolerance and exactly), mass and rank; and the first maps."""
+    from mnist_xai.attribution import attribute
+
+    values, examples = {}, {}
+    for cue, g in sets.items():
+        p = CUE_PREFIX[cue]
+        decoy_maps = attribute(method, models.decoy, g.x, g.decoy_targets, **params).cpu().numpy()
+        twin_maps = attribute(method, models.no_reliance, g.x, g.twin_targets, **params).cpu().numpy()
+        values[f"{p}gt_distance"] = pointing_distance(decoy_maps, g.masks, seed)
+        values[f"{p}fam_distance"] = pointing_distance(twin_maps, g.masks, seed)
+        values[f"{p}gt_pointing"] = (values[f"{p}gt_distance"] <= POINTING_TOLERANCE).astype(np.float64)
+        values[f"{p}gt_pointing_exact"] = (values[f"{p}gt_distance"] == 0).astype(np.float64)
+        values[f"{p}fam_pointing"] = (values[f"{p}fam_distance"] <= POINTING_TOLERANCE).astype(np.float64)
+        values[f"{p}gt_reliance"] = values[f"{p}gt_pointing"] - values[f"{p}fam_pointing"]
+        values[f"{p}gt_mass"] = relevance_mass_accuracy(decoy_maps, g.masks)
+        values[f"{p}gt_rank"] = relevance_rank_accuracy(decoy_maps, g.masks, seed)
+        values[f"{p}fam_mass"] = relevance_mass_accuracy(twin_maps, g.masks)
+        examples[f"{cue}_decoy"], examples[f"{cue}_twin"] = decoy_maps[:EXAMPLES], twin_maps[:EXAMPLES]
+    return values, examples
 
 
 def score_method(models: Models, method: str, params: dict, x: torch.Tensor, targets: torch.Tensor,
-                 predictions: torch.Tensor, maps: np.ndarray, ground_truth: GroundTruth,
+                 predictions: torch.Tensor, maps: np.ndarray, ground_truth: dict[str, CueSet],
                  settings: QualitySettings) -> MethodScores:
     """All metrics of one method. `x`, `targets`, `predictions` and `maps` describe the same explained images,
     in the same order; `params` are the method's attribute() params. Each metric uses the first n of them."""
-    from mnist_xai.attribution import attribute
-
     s = settings
     n, r, m = (min(len(x), k) for k in (s.n_images, s.n_randomisation, s.n_sensitivity))
     smooth = min(r, s.n_smooth)
     seconds: dict[str, float] = {}
-    values: dict[str, np.ndarray] = {}
 
     def timed(part: str, started: float) -> None:
         seconds[part] = seconds.get(part, 0.0) + time.perf_counter() - started
 
     started = time.perf_counter()
-    g = ground_truth
-    decoy_maps = attribute(method, models.decoy, g.x, g.decoy_targets, **params).cpu().numpy()
-    normal_maps = attribute(method, models.trained, g.x, g.normal_targets, **params).cpu().numpy()
-    values["gt_pointing"] = pointing_game(decoy_maps, g.masks, s.seed)
-    values["gt_mass"] = relevance_mass_accuracy(decoy_maps, g.masks)
-    values["gt_rank"] = relevance_rank_accuracy(decoy_maps, g.masks, s.seed)
-    values["fam_mass"] = relevance_mass_accuracy(normal_maps, g.masks)
+    values, examples = score_ground_truth(models, method, params, ground_truth, s.seed)
     timed("ground_truth", started)
 
     started = time.perf_counter()
@@ -132,31 +151,28 @@ def score_method(models: Models, method: str, params: dict, x: torch.Tensor, tar
     timed("faithfulness", started)
 
     started = time.perf_counter()
-    trained = np.abs(maps[:r])
     cascade = cascading_randomisation(models.trained, method, params, x[:r], targets[:r], maps[:r], seed=s.seed)
-    digit = (x[:r, 0] > BLACK).cpu().numpy()
-    edges = sobel_edges(x[:r])
-    values["mprt_rho"] = spearman_rows(np.abs(cascade.final_maps), trained)
-    values["mprt_digit_rho"] = masked_spearman(np.abs(cascade.final_maps), trained, digit)
-    values["edge_rho"] = spearman_rows(trained, edges)
+    digit = digit_pixels(x[:r])
+    values["mprt_rho"] = rank_similarity(cascade.final_maps, maps[:r])
+    values["mprt_collapsed"] = constant_maps(cascade.final_maps).astype(np.float64)
+    values["mprt_digit_rho"] = rank_similarity(cascade.final_maps, maps[:r], digit)
     values["emprt_rise"] = entropy_rise(maps[:r], cascade.final_maps, s.entropy_bins)
     timed("model_randomisation", started)
 
     started = time.perf_counter()
     randomised = fully_randomised(models.trained, s.seed)
-    rng = np.random.RandomState(s.seed)
-    smooth_args = {"n_samples": s.smooth_samples, "noise_magnitude": s.smooth_noise, "rng": rng}
-    smooth_trained = smooth_maps(models.trained, method, params, x[:smooth], targets[:smooth], **smooth_args)
-    smooth_random = smooth_maps(randomised, method, params, x[:smooth], targets[:smooth], **smooth_args,
-                                draw=s.smooth_samples)
-    values["smprt_rho"] = spearman_rows(np.abs(smooth_random), np.abs(smooth_trained))
-    values["smprt_vs_edge"] = values["smprt_rho"] - values["edge_rho"][:smooth]
+    # the same noisy copies for both models (a fresh stream each): only the model differs between the two maps
+    smooth_args = {"n_samples": s.smooth_samples, "noise_magnitude": s.smooth_noise}
+    smooth_trained = smooth_maps(models.trained, method, params, x[:smooth], targets[:smooth],
+                                 rng=np.random.RandomState(s.seed), **smooth_args)
+    smooth_random = smooth_maps(randomised, method, params, x[:smooth], targets[:smooth],
+                                rng=np.random.RandomState(s.seed), draw=s.smooth_samples, **smooth_args)
+    values["smprt_rho"] = rank_similarity(smooth_random, smooth_trained, digit[:smooth])
     timed("smooth_mprt", started)
 
     started = time.perf_counter()
-    data_maps = data_randomisation_maps(models.random_labels, method, params, x[:r], targets[:r])
-    values["data_rho"] = spearman_rows(np.abs(data_maps), trained)
-    values["data_vs_edge"] = values["data_rho"] - values["edge_rho"]
+    values["data_rho"] = data_randomisation(models.random_labels, models.true_labels, method, params, x[:r],
+                                            targets[:r])
     timed("data_randomisation", started)
 
     started = time.perf_counter()
@@ -166,6 +182,5 @@ def score_method(models: Models, method: str, params: dict, x: torch.Tensor, tar
     values["sparseness"] = gini_sparseness(maps[:n])
     timed("robustness", started)
     return MethodScores(method=method, values=values, curves=curves, randomisation=cascade,
-                        constant_share=float(constant_maps(maps).mean()),
-                        ground_truth_examples={"decoy": decoy_maps[:EXAMPLES], "normal": normal_maps[:EXAMPLES]},
+                        constant_share=float(constant_maps(maps).mean()), ground_truth_examples=examples,
                         seconds=seconds)

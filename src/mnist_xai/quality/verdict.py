@@ -1,28 +1,33 @@
-"""Which explanation to trust: a verdict per method, calibrated by the controls and validated by the ground truth.
+"""Which explanation to trust: a verdict per method, every line of it calibrated by controls with known answers.
 
-Every line of evidence is an interval test against a control, never a bare threshold on one number:
+The controls are explainers too, scored by every check like any method (attribution/controls.py, registry.py):
+`random` noise, `edge` (Sobel) and `brightness` (|x|) ignore the model and must be distrusted; the `oracle`, the
+model's own intervention map, points at the planted cue wherever the cue provably decides, and must be trusted.
 
-1. Ground truth (the strongest evidence): on the decoy model, which provably decides by a planted patch on
-   these images, does the method's largest attribution point at the patch for most images? Pass when the
-   pointing game's 95 % interval lies above 50 %, fail when it lies below.
-2. False alarms: on the normal model, which never saw the patch, does the method put more positive mass on it
-   than a map without information would (the patch's share of the image)? Fail when the interval lies above
-   chance.
-3. Faithfulness: are the deletion and insertion AUCs better than the `random` control's, image by image
-   (paired bootstrap of the difference)?
-4. Sanity checks, repaired and calibrated (Hedström et al. 2023; Adebayo et al. 2018's edge-detector control):
-   Smooth MPRT's rho must lie below the edge-map control's (the randomised model's maps resemble the trained
-   ones less than a model-free edge detector does); Efficient MPRT's entropy rise must lie above 0; where the
-   permuted-label model memorised its labels, the data-randomisation rho must lie below the edge-map control's.
+Each line of the verdict is one statistic with a 95 % interval that fits it (metrics.py), and a pass/fail line set
+where it separates the negative controls from the positive one: halfway between the oracle's value and the value
+of the negative control nearest to it. The line is *validated* in this run when the controls' own intervals fall
+on their sides of it (the oracle passes, every negative control fails); the margin is how far the nearest
+interval edge lies from the line. A method passes a line when its whole interval lies on the oracle's side, fails
+when it lies on the other side, and is inconclusive otherwise.
 
-Validated by the ground truth: the sanity checks are contested (Binder et al. 2023), so each counts against a
-method only when, in this run, it ranks the methods as the ground truth does (its meta-evaluation interval lies
-above 0). The others are shown, marked as not counted.
+The lines, and what each may do to a verdict:
 
-The verdict: "do not trust" when the maps are degenerate, when the method misses the cue the model provably
-uses, or when it is no more faithful than noise; "trust" when it finds the cue and no counted check fails;
-"use with care" when a counted check fails; "too weak to call" when the ground truth cannot be called and
-nothing counted fails.
+- ground truth (hard): does the method point at the intensity-neutral cue on the decoy model, more than on the
+  no-reliance twin (same images)? Negative controls: random, edge, brightness (a model-free map is the same on both
+  twins: exactly 0). Failing it means "do not trust"; a pass earns trust only when validated.
+- ground truth, grey cue (caution): the same on Ross et al.'s grey-level cue.
+- false alarms (caution): mass on the cue of the no-reliance twin, which never uses it. Negatives: edge,
+  brightness.
+- faithfulness (hard): deletion and insertion AUC on the trained model. Negative: random.
+- model sensitivity: MPRT, Smooth MPRT, Efficient MPRT and data randomisation (against a matched control). Negatives:
+  edge and brightness, which do not change at all when the model does.
+
+The rule (decide()), monotone by construction: "do not trust" when the maps are degenerate or a hard line fails;
+"too weak to call" when the ground truth does not pass a validated line (an inconclusive ground truth never yields
+more); "trust" when, besides, at least one validated model-sensitivity line passes and no line fails; otherwise
+"use with care". A failing line counts whether or not it is validated, and a validated pass is needed for trust, so
+neither a failed validation nor noisier evidence can upgrade a verdict. Properties tested in tests/quality.
 """
 
 from __future__ import annotations
@@ -31,22 +36,141 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mnist_xai.quality.metrics import GROUND_TRUTH, METRICS
-from mnist_xai.quality.stats import CONFIDENCE, average_ranks, bootstrap_means, interval, paired_interval
+from mnist_xai.attribution.registry import CONTROLS
+from mnist_xai.quality.metrics import BY_KEY, CUE_PREFIX, GROUND_TRUTH, METRICS, estimate
+from mnist_xai.quality.stats import Z, bootstrap_means, interval, proportion_interval, rounded
 
-CONTROL = "random"
-PASS, FAIL, UNCLEAR = "pass", "fail", "inconclusive"
-POINTING_MAJORITY = 0.5
-MEMORISED = 0.95  # the permuted-label model must fit this share of its labels (Adebayo et al. trained to fit them)
+PASS, FAIL, UNCLEAR, NOT_RUN = "pass", "fail", "inconclusive", "not run"
 VERDICT_ORDER = ("trust", "use with care", "too weak to call", "do not trust")
+ORACLE = "oracle"
+MEMORISED = 0.95  # the permuted-label model must fit this share of its labels (Adebayo et al. trained to fit them)
+COLLAPSED = 0.5  # a randomisation check cannot be read for a method whose maps collapsed on more images than this
+NEIGHBOUR_STEP = 0.1  # threshold sensitivity: each line moved by this share of the gap between its controls
+DEGENERATE_SHARE = 0.5
+DEGENERATE_NEIGHBOURS = (0.3, 0.7)
+TOLERANCE_NEIGHBOURS = (0, 1)  # the pointing game also scored exactly and within 1 pixel
+MODEL_FREE = ("random", "edge", "brightness")
+
+
+@dataclass(frozen=True)
+class Line:
+    check: str
+    keys: tuple[str, ...]  # the statistics it tests (faithfulness: two, both must pass)
+    role: str  # hard | caution | sensitivity
+    negatives: tuple[str, ...]  # controls that must fail it
+    question: str
+
+
+LINES = (
+    Line("ground truth", ("gt_reliance",), "hard", MODEL_FREE,
+         "points at the intensity-neutral cue where the decoy model provably uses it, more than on the no-reliance "
+         "twin"),
+    Line("ground truth, grey cue", ("grey_gt_reliance",), "caution", MODEL_FREE,
+         "the same on Ross et al.'s grey-level cue"),
+    Line("false alarms", ("fam_mass",), "caution", ("edge", "brightness"),
+         "little mass on the cue when the model does not use it (the no-reliance twin)"),
+    Line("faithfulness", ("deletion_auc", "insertion_auc"), "hard", ("random",),
+         "deleting or inserting pixels in its order changes the prediction as the oracle's order does"),
+    Line("MPRT", ("mprt_digit_rho",), "sensitivity", ("edge", "brightness"),
+         "its maps change when every layer of the model is re-initialised"),
+    Line("Smooth MPRT", ("smprt_rho",), "sensitivity", ("edge", "brightness"),
+         "the same, maps denoised over noisy copies first"),
+    Line("Efficient MPRT", ("emprt_rise",), "sensitivity", ("edge", "brightness"),
+         "its maps grow more disordered when the model is destroyed"),
+    Line("data randomisation", ("data_rho",), "sensitivity", ("edge", "brightness"),
+         "its maps differ between a network trained on permuted labels and the same training on the true ones"),
+)
+BY_CHECK = {line.check: line for line in LINES}
+SENSITIVITY = tuple(line.check for line in LINES if line.role == "sensitivity")
+HARD_REASONS = {"ground truth": "it misses the planted cue the model provably uses, or points at it as often on a "
+                                "twin that ignores the cue",
+                "faithfulness": "its maps are less faithful to the model than halfway from the oracle to noise"}
+
+
+def decide(outcomes: dict[str, str], validated: dict[str, bool], degenerate: bool) -> tuple[str, str]:
+    """The verdict and its reason from each line's outcome and whether the line was validated. Monotone: one more
+    failing line, or one validation fewer, never improves it; an inconclusive ground truth never gives more than
+    "too weak to call"."""
+    if degenerate:
+        return "do not trust", "degenerate: most of its maps are constant, and a constant map has no ranking to check"
+    for check, reason in HARD_REASONS.items():
+        if outcomes.get(check) == FAIL:
+            return "do not trust", reason
+    failed = [check for check, outcome in outcomes.items() if outcome == FAIL]
+    also = f"; besides, {' and '.join(failed)} fail{'s' if len(failed) == 1 else ''}" if failed else ""
+    if outcomes.get("ground truth") != PASS:
+        return "too weak to call", "the evidence on the planted cue is too weak to call either way" + also
+    if not validated.get("ground truth"):
+        return "too weak to call", ("it points at the planted cue, but the controls do not validate that line in "
+                                    "this run" + also)
+    if failed:
+        return "use with care", f"it finds the planted cue, but {' and '.join(failed)} fail" + "s" * (len(failed) == 1)
+    support = [check for check in SENSITIVITY if outcomes.get(check) == PASS and validated.get(check)]
+    if not support:
+        return "use with care", "it finds the planted cue, but no validated check shows that its maps follow the model"
+    return "trust", f"it finds the planted cue, {' and '.join(support)} show{'s' if len(support) == 1 else ''} " \
+                    "that its maps follow the model, and no line fails"
+
+
+@dataclass
+class Threshold:
+    """Where one statistic's pass/fail line lies, from the controls' estimates."""
+
+    key: str
+    better: str
+    value: float
+    oracle: tuple[float, float, float]
+    negatives: dict[str, tuple[float, float, float]]
+    nearest: str  # the negative control nearest the oracle
+    validated: bool
+    margin: float  # distance from the line to the nearest control interval edge (negative: they overlap)
+
+    @property
+    def gap(self) -> float:
+        return abs(self.oracle[0] - self.negatives[self.nearest][0])
+
+    def neighbours(self) -> tuple[float, float]:
+        return self.value - NEIGHBOUR_STEP * self.gap, self.value + NEIGHBOUR_STEP * self.gap
+
+    def outcome(self, estimate: tuple[float, float, float], line: float | None = None) -> str:
+        line = self.value if line is None else line
+        value, low, high = estimate
+        if np.isnan(value) or np.isnan(line):
+            return UNCLEAR
+        if self.better == "higher":
+            return PASS if low > line else FAIL if high < line else UNCLEAR
+        return PASS if high < line else FAIL if low > line else UNCLEAR
+
+
+def calibrate(key: str, estimates: dict[str, tuple[float, float, float]], negatives: tuple[str, ...]) -> Threshold:
+    """The line halfway between the oracle and the negative control nearest to it; validated when the oracle's
+    interval lies wholly on the passing side and every negative control's on the failing side."""
+    better = BY_KEY[key].better
+    sign = 1.0 if better == "higher" else -1.0
+    oracle = estimates[ORACLE]
+    controls = {name: estimates[name] for name in negatives}
+    nearest = max(controls, key=lambda name: sign * _or(controls[name][0], -np.inf * sign))
+    line = (oracle[0] + controls[nearest][0]) / 2
+    if better == "higher":
+        margins = [oracle[1] - line] + [line - high for _, _, high in controls.values()]
+    else:
+        margins = [line - oracle[2]] + [low - line for _, low, _ in controls.values()]
+    margin = float(np.min(margins)) if not np.isnan(margins).any() else float("nan")
+    validated = bool(margin > 0 and sign * (oracle[0] - controls[nearest][0]) > 0)
+    return Threshold(key, better, float(line), oracle, controls, nearest, validated, margin)
+
+
+def _or(value: float, fallback: float) -> float:
+    return fallback if value is None or np.isnan(value) else value
 
 
 @dataclass
 class Evidence:
     check: str
+    role: str
     outcome: str  # pass | fail | inconclusive | not run
+    validated: bool
     detail: str
-    counted: bool = True  # whether the verdict uses it
 
 
 @dataclass
@@ -55,196 +179,267 @@ class Verdict:
     verdict: str
     reason: str
     evidence: list[Evidence] = field(default_factory=list)
-
-
-def _test(low: float, high: float, bound: float, better: str) -> str:
-    """Outcome of 'the value is better than `bound`' from its interval."""
-    if better == "lower":
-        return PASS if high < bound else FAIL if low > bound else UNCLEAR
-    return PASS if low > bound else FAIL if high < bound else UNCLEAR
-
-
-def _fmt(estimate: tuple[float, float, float], digits: int = 3, percent: bool = False) -> str:
-    scale, unit = (100, " %") if percent else (1, "")
-    value, low, high = (scale * v for v in estimate)
-    d = 1 if percent else digits
-    return f"{value:.{d}f}{unit} [{low:.{d}f}, {high:.{d}f}]"
-
-
-def _combine(*outcomes: str) -> str:
-    """Pass when every part passes, fail when one fails."""
-    if all(o == PASS for o in outcomes):
-        return PASS
-    if FAIL in outcomes:
-        return FAIL
-    return UNCLEAR
-
-
-SANITY = {"Smooth MPRT": "smprt_vs_edge", "Efficient MPRT": "emprt_rise", "data randomisation": "data_vs_edge"}
-"""The sanity lines of the verdict and the metric whose meta-evaluation decides whether each counts."""
+    sensitive_to: list[str] = field(default_factory=list)  # threshold moves that change the verdict
+    control: bool = False
 
 
 class Judge:
-    """Verdicts for every method from their per-image metric values ({method: {key: values}})."""
+    """Verdicts for every method, the controls included, from their per-image metric values ({method: {key:
+    values}}, with the pointing distances)."""
 
     def __init__(self, values: dict[str, dict[str, np.ndarray]], *, constant_share: dict[str, float],
-                 degenerate: dict[str, bool], chance: float, random_label_fit: float, resamples: int, seed: int):
-        if CONTROL not in values:
-            raise ValueError("the verdicts need the random control's scores")
+                 random_label_fit: float, resamples: int, seed: int):
+        missing = [control for control in CONTROLS if control not in values]
+        if missing:
+            raise ValueError(f"the verdicts need the controls' scores: {', '.join(missing)} missing")
         self.values = values
         self.constant_share = constant_share
-        self.degenerate = degenerate
-        self.chance = chance
         self.random_label_fit = random_label_fit
         self.resamples = resamples
         self.seed = seed
-        self.meta = self._meta_evaluation()
-        agreeing = {row["key"] for row in self.meta if row["outcome"] == "agrees"}
-        self.validated = {check: key in agreeing for check, key in SANITY.items()}
+        self._estimates: dict[tuple[str, str], tuple[float, float, float]] = {}
+        self.thresholds = self._calibrate(self.values)
 
-    def interval(self, method: str, key: str) -> tuple[float, float, float]:
-        return interval(self.values[method][key], self.resamples, self.seed)
+    # --- estimates and lines --------------------------------------------------------------------------------
 
-    def versus_control(self, method: str, key: str) -> tuple[float, float, float]:
-        return paired_interval(self.values[method][key], self.values[CONTROL][key], self.resamples, self.seed)
+    def estimate(self, method: str, key: str, values: dict | None = None) -> tuple[float, float, float]:
+        if values is not None:
+            return estimate(values[method], key, self.resamples, self.seed)
+        if (method, key) not in self._estimates:
+            self._estimates[method, key] = estimate(self.values[method], key, self.resamples, self.seed)
+        return self._estimates[method, key]
 
-    def _sanity(self, check: str, outcome: str, detail: str) -> Evidence:
-        if self.validated[check]:
-            return Evidence(check, outcome, detail)
-        return Evidence(check, outcome, f"{detail}; not counted: this check does not agree with the ground truth "
-                                        "here (see the meta-evaluation)", counted=False)
+    def _calibrate(self, values: dict, keys=None) -> dict[str, Threshold]:
+        given = None if values is self.values else values
+        return {key: calibrate(key, {name: self.estimate(name, key, given) for name in (ORACLE, *line.negatives)},
+                               line.negatives)
+                for line in LINES for key in line.keys if keys is None or key in keys}
+
+    def _readable(self, method: str, key: str) -> float:
+        """The share of images a rho could be computed for (the rest collapsed to a constant)."""
+        return float(np.mean(~np.isnan(np.asarray(self.values[method][key], dtype=np.float64))))
+
+    def line_outcome(self, method: str, line: Line, thresholds: dict[str, Threshold], values: dict | None = None,
+                     moved: dict[str, float] | None = None) -> tuple[str, bool, str]:
+        """(outcome, validated, detail) of one line for one method."""
+        if line.check == "data randomisation" and self.random_label_fit < MEMORISED:
+            return NOT_RUN, False, (f"the permuted-label model fitted only {100 * self.random_label_fit:.0f} % of its "
+                                    f"labels (needs {100 * MEMORISED:.0f} %): an under-trained model tests nothing")
+        outcomes, parts = [], []
+        for key in line.keys:
+            threshold = thresholds[key]
+            value = self.estimate(method, key, values)
+            line_value = (moved or {}).get(key, threshold.value)
+            outcome = threshold.outcome(value, line_value)
+            if key.endswith("_rho") and self._readable(method, key) < 1 - COLLAPSED:
+                outcome = UNCLEAR
+                parts.append(f"{BY_KEY[key].label}: its maps collapsed to a constant on "
+                             f"{100 * (1 - self._readable(method, key)):.0f} % of images; the check cannot be read")
+                outcomes.append(outcome)
+                continue
+            side = "above" if threshold.better == "higher" else "below"
+            parts.append(f"{BY_KEY[key].label} {_fmt(value)}, needs {side} {line_value:.3f}")
+            outcomes.append(outcome)
+        outcome = PASS if all(o == PASS for o in outcomes) else FAIL if FAIL in outcomes else UNCLEAR
+        validated = all(thresholds[key].validated for key in line.keys)
+        return outcome, validated, "; ".join(parts)
+
+    # --- verdicts ---------------------------------------------------------------------------------------------
 
     def evidence(self, method: str) -> list[Evidence]:
         lines = []
-        pointing = self.interval(method, "gt_pointing")
-        mass = self.interval(method, "gt_mass")
-        lines.append(Evidence("ground truth", _test(pointing[1], pointing[2], POINTING_MAJORITY, "higher"),
-                              f"points at the planted cue in {_fmt(pointing, percent=True)} of images (needs more "
-                              f"than 50 %); mass on it {_fmt(mass)} against chance {self.chance:.3f}"))
-        alarm = self.interval(method, "fam_mass")
-        lines.append(Evidence("false alarms", _test(alarm[1], alarm[2], self.chance, "lower"),
-                              f"mass on a cue the normal model never saw {_fmt(alarm)} against chance "
-                              f"{self.chance:.3f}"))
-        deletion = self.versus_control(method, "deletion_auc")
-        insertion = self.versus_control(method, "insertion_auc")
-        lines.append(Evidence("faithfulness", _combine(_test(*deletion[1:], 0.0, "lower"),
-                                                       _test(*insertion[1:], 0.0, "higher")),
-                              f"deletion AUC minus random's {_fmt(deletion)} (below 0 is better), insertion AUC "
-                              f"minus random's {_fmt(insertion)} (above 0 is better)"))
-        smooth = self.interval(method, "smprt_vs_edge")
-        lines.append(self._sanity("Smooth MPRT", _test(*smooth[1:], 0.0, "lower"),
-                                  f"Smooth MPRT ρ minus edge-map ρ {_fmt(smooth)} (below 0 passes)"))
-        rise = self.interval(method, "emprt_rise")
-        lines.append(self._sanity("Efficient MPRT", _test(*rise[1:], 0.0, "higher"),
-                                  f"entropy rise {_fmt(rise)} (above 0 passes)"))
-        if self.random_label_fit < MEMORISED:
-            lines.append(Evidence("data randomisation", "not run",
-                                  f"the permuted-label model fitted only {100 * self.random_label_fit:.0f} % of its "
-                                  f"labels (needs {100 * MEMORISED:.0f} %): an under-trained model tests nothing",
-                                  counted=False))
-        else:
-            data = self.interval(method, "data_vs_edge")
-            lines.append(self._sanity("data randomisation", _test(*data[1:], 0.0, "lower"),
-                                      f"permuted-label ρ minus edge-map ρ {_fmt(data)} (below 0 passes)"))
+        for line in LINES:
+            outcome, validated, detail = self.line_outcome(method, line, self.thresholds)
+            if outcome != NOT_RUN and not validated:
+                detail += "; the controls do not validate this line here, so a pass earns nothing"
+            lines.append(Evidence(line.check, line.role, outcome, validated, detail))
         return lines
 
+    def _decide(self, method: str, thresholds: dict[str, Threshold], values: dict | None = None,
+                moved: dict[str, float] | None = None, degenerate_share: float = DEGENERATE_SHARE) -> tuple[str, str]:
+        outcomes, validated = {}, {}
+        for line in LINES:
+            outcome, valid, _ = self.line_outcome(method, line, thresholds, values, moved)
+            outcomes[line.check], validated[line.check] = outcome, valid
+        return decide(outcomes, validated, self.constant_share[method] >= degenerate_share)
+
     def verdict(self, method: str) -> Verdict:
-        lines = self.evidence(method)
-        outcome = {line.check: line.outcome for line in lines}
-        failed = [line.check for line in lines if line.outcome == FAIL and line.counted]
-        if self.degenerate[method]:
-            verdict, reason = "do not trust", (f"degenerate: {100 * self.constant_share[method]:.0f} % of its maps "
-                                               "are constant, and a constant map passes every randomisation test")
-        elif outcome["ground truth"] == FAIL:
-            verdict, reason = "do not trust", "it misses the planted cue that the model provably uses"
-        elif outcome["faithfulness"] == FAIL:
-            verdict, reason = "do not trust", "its maps are no more faithful than random noise"
-        elif outcome["ground truth"] == PASS and not failed:
-            verdict, reason = "trust", "it finds the planted cue, and no counted check fails"
-        elif failed:
-            verdict, reason = "use with care", f"{' and '.join(failed)} fail{'s' if len(failed) == 1 else ''}"
-        else:
-            verdict, reason = "too weak to call", "the evidence on the planted cue is too weak to call either way"
-        return Verdict(method, verdict, reason, lines)
+        verdict, reason = self._decide(method, self.thresholds)
+        if verdict == "do not trust" and reason.startswith("degenerate"):
+            reason = (f"degenerate: {100 * self.constant_share[method]:.0f} % of its maps are constant, and a "
+                      "constant map has no ranking to check")
+        changes = [f"{move}: {moved}" for move, moved in self.threshold_moves(method).items() if moved != verdict]
+        return Verdict(method, verdict, reason, self.evidence(method), changes, control=method in CONTROLS)
+
+    def threshold_moves(self, method: str) -> dict[str, str]:
+        """The verdict with each threshold moved to its neighbours, one at a time: every calibrated line by a tenth
+        of the gap between its controls either way, the pointing tolerance to 0 and 1 pixel (the lines
+        recalibrated on the rescored statistic), and the degenerate share to 0.3 and 0.7."""
+        moves = {}
+        for key, threshold in self.thresholds.items():
+            for line in threshold.neighbours():
+                moves[f"{BY_KEY[key].label} line at {line:.3f}"] = self._decide(method, self.thresholds,
+                                                                                moved={key: line})[0]
+        for tolerance in TOLERANCE_NEIGHBOURS:
+            values = self.at_tolerance(tolerance)
+            thresholds = {**self.thresholds, **self._calibrate(values, keys={"gt_reliance", "grey_gt_reliance"})}
+            moves[f"pointing tolerance {tolerance} px"] = self._decide(method, thresholds, values=values)[0]
+        for share in DEGENERATE_NEIGHBOURS:
+            moves[f"degenerate share {share:.0%}"] = self._decide(method, self.thresholds, degenerate_share=share)[0]
+        return moves
+
+    def at_tolerance(self, tolerance: float) -> dict[str, dict[str, np.ndarray]]:
+        """Every method's values with the pointing game rescored at another tolerance (in pixels)."""
+        rescored = {}
+        for method, values in self.values.items():
+            changed = dict(values)
+            for prefix in CUE_PREFIX.values():
+                changed[f"{prefix}gt_pointing"] = (values[f"{prefix}gt_distance"] <= tolerance).astype(float)
+                changed[f"{prefix}fam_pointing"] = (values[f"{prefix}fam_distance"] <= tolerance).astype(float)
+                changed[f"{prefix}gt_reliance"] = changed[f"{prefix}gt_pointing"] - changed[f"{prefix}fam_pointing"]
+            rescored[method] = changed
+        return rescored
 
     def verdicts(self) -> list[Verdict]:
-        """Every method but the control, best first: by verdict, then by ground-truth mass."""
-        found = [self.verdict(m) for m in self.values if m != CONTROL]
-        mass = {m: float(np.mean(self.values[m]["gt_mass"])) for m in self.values}
-        return sorted(found, key=lambda v: (VERDICT_ORDER.index(v.verdict), -mass[v.method], v.method))
+        """Every method, controls included, best first: by verdict, then by the ground-truth statistic."""
+        found = [self.verdict(m) for m in self.values]
+        score = {m: self.estimate(m, "gt_reliance")[0] for m in self.values}
+        return sorted(found, key=lambda v: (v.control, VERDICT_ORDER.index(v.verdict), -score[v.method], v.method))
+
+    def calibration(self) -> list[dict]:
+        """Each line's threshold with the controls behind it, for the report."""
+        rows = []
+        for line in LINES:
+            for key in line.keys:
+                t = self.thresholds[key]
+                rows.append({"check": line.check, "role": line.role, "key": key, "label": BY_KEY[key].label,
+                             "better": t.better, "line": rounded(t.value),
+                             "neighbours": [rounded(v) for v in t.neighbours()],
+                             "oracle": [rounded(v) for v in t.oracle], "nearest": t.nearest,
+                             "negatives": {name: [rounded(v) for v in e] for name, e in t.negatives.items()},
+                             "validated": t.validated, "margin": rounded(t.margin), "question": line.question})
+        return rows
 
     def neighbours(self, ranked: list[Verdict]) -> list[dict]:
-        """Each method against the next one down on ground-truth mass: a paired bootstrap of the difference;
-        'indistinguishable' where the interval covers 0."""
+        """Each method against the next one down on the ground-truth statistic (paired per image): 'indistinguishable'
+        where the interval of the difference covers 0."""
         rows = []
-        for first, second in zip(ranked, ranked[1:], strict=False):
-            difference = paired_interval(self.values[first.method]["gt_mass"], self.values[second.method]["gt_mass"],
-                                         self.resamples, self.seed)
-            rows.append({"a": first.method, "b": second.method, "difference": list(difference),
+        methods = [v for v in ranked if not v.control]
+        for first, second in zip(methods, methods[1:], strict=False):
+            difference = interval(self.values[first.method]["gt_reliance"] - self.values[second.method]["gt_reliance"],
+                                  self.resamples, self.seed)
+            rows.append({"a": first.method, "b": second.method, "difference": [rounded(v) for v in difference],
                          "indistinguishable": difference[1] <= 0 <= difference[2]})
         return rows
 
-    def _meta_evaluation(self) -> list[dict]:
-        """Does each check rank the methods as the ground truth does? Spearman rho across methods (the control
-        aside) between the check's mean, oriented so that higher is better, and the ground-truth mass accuracy,
-        with a 95 % interval from resampling the images of both (seeded)."""
-        methods = [m for m in self.values if m != CONTROL]
-        if len(methods) < 3:
+    def per_label(self, labels: dict[str, np.ndarray]) -> dict[str, dict[str, dict[str, list]]]:
+        """The pointing game on the decoy model per label and cue type, with Wilson intervals: {cue: {method:
+        {label: [value, low, high, n]}}}."""
+        table = {}
+        for cue, prefix in CUE_PREFIX.items():
+            cue_labels = labels[cue]
+            table[cue] = {method: {str(label): [*(rounded(v) for v in proportion_interval(
+                values[f"{prefix}gt_pointing"][cue_labels == label])), int(np.sum(cue_labels == label))]
+                for label in np.unique(cue_labels)} for method, values in self.values.items()}
+        return table
+
+    # --- meta-evaluation --------------------------------------------------------------------------------------
+
+    def meta_evaluation(self, permutations: int = 10000) -> list[dict]:
+        """Does each check rank the methods (the controls aside) as the ground truth does? Spearman rho across
+        methods between the check's mean, oriented so that higher is better, and the ground-truth statistic, with a
+        permutation p-value over methods (Holm-corrected over the checks), a jackknife interval over methods, and an
+        interval from resampling the images. Descriptive: no line of the verdict depends on it."""
+        methods = [m for m in self.values if m not in CONTROLS]
+        if len(methods) < 4:
             return []
-        truth = bootstrap_means(np.stack([self.values[m]["gt_mass"] for m in methods]), self.resamples, self.seed)
-        truth_point = np.array([np.mean(self.values[m]["gt_mass"]) for m in methods])
+        truth_key = "gt_reliance"
+        truth = np.array([np.nanmean(self.values[m][truth_key]) for m in methods])
+        truth_draws = bootstrap_means(np.stack([self.values[m][truth_key] for m in methods]), self.resamples, self.seed)
+        rng = np.random.default_rng(self.seed)
+        shuffles = np.stack([rng.permutation(len(methods)) for _ in range(permutations)])
         rows = []
         for metric in METRICS:
             if not metric.better or (metric.group == GROUND_TRUTH and metric.key != "fam_mass"):
                 continue
             sign = 1.0 if metric.better == "higher" else -1.0
-            check = sign * bootstrap_means(np.stack([self.values[m][metric.key] for m in methods]), self.resamples,
-                                           self.seed + 1)
-            point = sign * np.array([np.mean(self.values[m][metric.key]) for m in methods])
-            rho = _spearman_columns(check, truth)
-            low, high = np.quantile(rho, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
-            estimate = float(_spearman_columns(point[:, None], truth_point[:, None])[0])
-            rows.append({"key": metric.key, "label": metric.label, "rho": round(estimate, 6),
-                         "low": round(float(low), 6), "high": round(float(high), 6),
-                         "outcome": "agrees" if low > 0 else "disagrees" if high < 0 else "too weak to call"})
+            point = sign * np.array([np.nanmean(self.values[m][metric.key]) for m in methods])
+            if np.isnan(point).any():
+                continue
+            rho = float(_spearman(point[:, None], truth[:, None])[0])
+            permuted = _spearman(np.repeat(point[:, None], permutations, axis=1), truth[shuffles].T)
+            p_value = float((1 + np.sum(np.abs(permuted) >= abs(rho) - 1e-12)) / (1 + permutations))
+            leave_one_out = np.array([_spearman(np.delete(point, i)[:, None], np.delete(truth, i)[:, None])[0]
+                                      for i in range(len(methods))])
+            k = len(methods)
+            spread = np.sqrt((k - 1) / k * np.sum((leave_one_out - leave_one_out.mean()) ** 2))
+            stacked = np.stack([_filled(self.values[m][metric.key]) for m in methods])
+            draws = sign * bootstrap_means(stacked, self.resamples, self.seed + 1)
+            image_rho = _spearman(draws, truth_draws)
+            low, high = np.quantile(image_rho, [0.025, 0.975])
+            rows.append({"key": metric.key, "label": metric.label, "rho": rounded(rho), "p": rounded(p_value),
+                         "jackknife": [rounded(max(-1.0, rho - Z * spread)), rounded(min(1.0, rho + Z * spread))],
+                         "leave_one_out": [rounded(leave_one_out.min()), rounded(leave_one_out.max())],
+                         "images": [rounded(low), rounded(high)]})
+        for row, adjusted in zip(rows, _holm([row["p"] for row in rows]), strict=True):
+            row["p_holm"] = rounded(adjusted)
+            row["outcome"] = ("agrees" if adjusted < 0.05 and row["rho"] > 0 else
+                              "disagrees" if adjusted < 0.05 and row["rho"] < 0 else "not shown either way")
         return rows
 
 
-def _spearman_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _filled(values: np.ndarray) -> np.ndarray:
+    """Per-image values with NaN (collapsed maps) replaced by the mean of the rest, for the image bootstrap."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.where(np.isnan(values), np.nanmean(values) if not np.isnan(values).all() else 0.0, values)
+
+
+def _holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment: the k-th smallest of m p-values times (m - k + 1), kept monotone."""
+    order = np.argsort(p_values)
+    m = len(p_values)
+    adjusted, running = np.empty(m), 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted.tolist()
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Spearman rho between matching columns of a and b [methods, k] (average ranks for ties)."""
+    from mnist_xai.quality.stats import average_ranks
+
     ra, rb = average_ranks(np.asarray(a).T).T, average_ranks(np.asarray(b).T).T
     ra, rb = ra - ra.mean(axis=0), rb - rb.mean(axis=0)
     denominator = np.sqrt((ra ** 2).sum(axis=0) * (rb ** 2).sum(axis=0))
     return np.divide((ra * rb).sum(axis=0), denominator, out=np.zeros(ra.shape[1]), where=denominator > 0)
 
 
-def findings(judge: Judge, verdicts: list[Verdict], decoy: dict) -> list[dict]:
+def _fmt(estimate: tuple[float, float, float], digits: int = 3) -> str:
+    value, low, high = estimate
+    if np.isnan(value):
+        return "n/a"
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def findings(judge: Judge, verdicts: list[Verdict]) -> list[dict]:
     """Which published findings reproduce here, each with the numbers and intervals behind it."""
     rows = []
     have = set(judge.values)
     if {"guided_backprop", "saliency", "gradcam"} <= have:
-        first = paired_interval(judge.values["guided_backprop"]["mprt_rho"], judge.values["saliency"]["mprt_rho"],
-                                judge.resamples, judge.seed)
-        second = paired_interval(judge.values["saliency"]["mprt_rho"], judge.values["gradcam"]["mprt_rho"],
-                                 judge.resamples, judge.seed)
-        outcome = ("reproduces" if first[1] > 0 and second[1] > 0 else
+        mprt = {m: judge.values[m]["mprt_rho"] for m in ("guided_backprop", "saliency", "gradcam")}
+        first = interval(mprt["guided_backprop"] - mprt["saliency"], judge.resamples, judge.seed)
+        second = interval(mprt["saliency"] - mprt["gradcam"], judge.resamples, judge.seed)
+        outcome = ("too weak to call" if np.isnan(first[0]) or np.isnan(second[0]) else
+                   "reproduces" if first[1] > 0 and second[1] > 0 else
                    "does not reproduce" if first[2] < 0 or second[2] < 0 else "too weak to call")
         rows.append({"finding": "Adebayo et al. 2018: after full model randomisation, Guided Backprop's maps stay "
                                 "more similar to the trained model's than Saliency's, and Saliency's more than "
                                 "GradCAM's (original MPRT)",
                      "outcome": outcome,
                      "evidence": f"ρ(Guided Backprop) − ρ(Saliency) = {_fmt(first)}; ρ(Saliency) − ρ(GradCAM) = "
-                                 f"{_fmt(second)}"})
-    if decoy:
-        gap, accuracy = decoy["consistent_minus_shuffled"], decoy["accuracy"]
-        rows.append({"finding": "Ross et al. 2017: a model trained on Decoy MNIST relies on the planted patch",
-                     "outcome": "reproduces" if gap["low"] > 0 else "does not reproduce" if gap["high"] < 0
-                     else "too weak to call",
-                     "evidence": f"test accuracy with the patch consistent {100 * accuracy['consistent']['value']:.1f}"
-                                 f" %, shuffled {100 * accuracy['shuffled']['value']:.1f} %, absent "
-                                 f"{100 * accuracy['none']['value']:.1f} %; consistent − shuffled "
-                                 f"{_fmt((gap['value'], gap['low'], gap['high']), percent=True)}"})
-    lines = {v.method: {e.check: e.outcome for e in v.evidence} for v in verdicts}
+                                 f"{_fmt(second)}, over the images where neither map collapsed"})
+    lines = {v.method: {e.check: e.outcome for e in v.evidence} for v in verdicts if not v.control}
     missed = sorted(m for m, checks in lines.items() if checks["ground truth"] == FAIL)
     unclear = sorted(m for m, checks in lines.items() if checks["ground truth"] == UNCLEAR)
     alarms = sorted(m for m, checks in lines.items() if checks["false alarms"] == FAIL)
@@ -253,12 +448,14 @@ def findings(judge: Judge, verdicts: list[Verdict], decoy: dict) -> list[dict]:
         rows.append({"finding": "Adebayo et al. 2022: attributions often miss a spurious signal the model relies on",
                      "outcome": "reproduces" if len(missed) * 2 >= total else
                      ("does not reproduce" if not missed and not unclear else "partly: for some methods"),
-                     "evidence": f"{len(missed)} of {total} methods miss the visible patch (pointing game below 50 %)"
-                                 + (f": {', '.join(missed)}" if missed else "")
+                     "evidence": f"{len(missed)} of {total} methods miss the intensity-neutral cue (the ground-truth "
+                                 "line fails)" + (f": {', '.join(missed)}" if missed else "")
                                  + (f"; too weak to call for {', '.join(unclear)}" if unclear else "")})
         rows.append({"finding": "Adebayo et al. 2022: attributions raise false alarms on a signal the model does "
                                 "not use",
                      "outcome": "reproduces" if alarms else "does not reproduce",
-                     "evidence": (f"{len(alarms)} of {total} methods put more than chance mass on a patch the normal "
-                                  "model never saw" + (f": {', '.join(alarms)}" if alarms else ""))})
+                     "evidence": (f"{len(alarms)} of {total} methods put more mass on a cue the no-reliance twin "
+                                  "never uses than the line the controls set" + (f": {', '.join(alarms)}"
+                                                                                  if alarms else ""))})
     return rows
+
