@@ -169,7 +169,9 @@ def find_runs(cells: list[Cell], experiment_name: str) -> str | None:
 
 def transfer(cells: list[Cell]) -> list[dict]:
     """Per method: its verdict in every cell, and whether it holds (the same everywhere) or flips."""
-    methods = [m for m in cells[0].methods if m != "random" and all(m in c.methods for c in cells)]
+    from mnist_xai.attribution.registry import CONTROLS
+
+    methods = [m for m in cells[0].methods if m not in CONTROLS and all(m in c.methods for c in cells)]
     rows = []
     for method in methods:
         verdicts = [cell.methods[method]["verdict"] for cell in cells]

@@ -18,7 +18,7 @@ import numpy as np
 from mnist_xai.attribution import REGISTRY, is_signed
 from mnist_xai.evaluation import confusion_matrix
 from mnist_xai.explanation import Explanation
-from mnist_xai.quality.metrics import METRICS
+from mnist_xai.quality.metrics import GROUND_TRUTH, KEY_SCORES, METRICS
 from mnist_xai.report import figures
 
 log = logging.getLogger(__name__)
@@ -117,30 +117,40 @@ VERDICT_CLASS = {"trust": "trust", "use with care": "care", "too weak to call": 
 
 
 def _quality_context(inputs: ReportInputs) -> dict[str, Any]:
-    """The quality sections: verdicts, findings, meta-evaluation, ground truth, the table, curves, agreement."""
+    """The quality sections: verdicts and controls, calibration, findings, ground truth, the table, meta-evaluation,
+    curves, agreement."""
     if not inputs.quality or not inputs.verdicts:
         return {"quality": None}
     summaries = inputs.quality["methods"]
     verdicts = inputs.verdicts["verdicts"]
     by_method = {v["method"]: v for v in verdicts}
     neighbours = {row["a"]: row for row in inputs.verdicts["neighbours"]}
-    table = [{"method": method, "values": values, "verdict": values["verdict"],
-              "rank": by_method.get(method, {}).get("rank"),
+    order = [v["method"] for v in verdicts]  # best first, controls last
+    table = [{"method": method, "values": summaries[method], "verdict": summaries[method]["verdict"],
+              "control": bool(summaries[method].get("control")), "rank": by_method.get(method, {}).get("rank"),
               "seconds_per_image": inputs.explain_timing.get(method, {}).get("seconds_per_image")}
-             for method, values in summaries.items()]
+             for method in sorted(summaries, key=lambda m: order.index(m) if m in order else len(order))]
     names = list(dict.fromkeys(row["a"] for row in inputs.quality_agreement))
     matrix = np.array([[row["rho"] for row in inputs.quality_agreement if row["a"] == a] for a in names])
+    per_label = inputs.verdicts["per_label"]
     return {
         "quality": True,
         "chance": inputs.quality["chance"],
+        "pointing_chance": inputs.verdicts["pointing_chance"],
+        "pointing_tolerance": inputs.verdicts["pointing_tolerance"],
         "metrics": METRICS,
+        "table_metrics": [m for m in METRICS if m.group != GROUND_TRUTH or m.key in KEY_SCORES],
+        "ground_truth_metrics": [m for m in METRICS if m.group == GROUND_TRUTH],
         "metric_groups": list(dict.fromkeys(metric.group for metric in METRICS)),
         "quality_table": table,
         "verdicts": verdicts,
         "verdict_class": VERDICT_CLASS,
         "neighbours": neighbours,
+        "calibration": inputs.verdicts["calibration"],
         "meta_evaluation": inputs.verdicts["meta_evaluation"],
         "findings": inputs.verdicts["findings"],
+        "per_label": per_label,
+        "per_label_columns": {cue: sorted(next(iter(table.values())), key=int) for cue, table in per_label.items()},
         "random_label_fit": inputs.verdicts["random_label_fit"],
         "decoy": inputs.decoy,
         "ground_truth_examples": _ground_truth_examples(inputs),
@@ -156,33 +166,33 @@ def _quality_context(inputs: ReportInputs) -> dict[str, Any]:
     }
 
 
-def _ground_truth_examples(inputs: ReportInputs) -> dict[str, Any] | None:
-    """The first ground-truth images with the cue, and each method's map on the decoy model (which uses the cue)
-    and on the normal model (which never saw it), on one scale per method."""
-    from mnist_xai.decoy import cue_level, with_cue
+def _ground_truth_examples(inputs: ReportInputs, cue: str = "pattern") -> dict[str, Any] | None:
+    """The first ground-truth images with the cue, and each method's map on the decoy twin (which uses the cue) and
+    on the no-reliance twin (which does not), on one scale per method."""
+    from mnist_xai.decoy import with_cue
 
     truth = inputs.ground_truth
-    if not truth or not inputs.scores:
+    if not truth or not inputs.scores or f"{cue}_indices" not in truth:
         return None
-    count = min(len(truth["indices"]), *(len(s["gt_examples_decoy"]) for s in inputs.scores.values()))
-    images = with_cue(inputs.test_images[truth["indices"][:count]], truth["corners"][:count],
-                      cue_level(truth["labels"][:count]))
+    indices, corners, labels = truth[f"{cue}_indices"], truth[f"{cue}_corners"], truth[f"{cue}_labels"]
+    count = min(len(indices), *(len(s[f"gt_examples_{cue}_decoy"]) for s in inputs.scores.values()))
+    images = with_cue(inputs.test_images[indices[:count]], corners[:count], labels[:count], cue)
     names = inputs.class_names
     samples = [{"src": figures.data_uri(figures.digit_png(image)),
-                "alt": f"Test image #{int(index)} with the planted patch (true class {names[int(label)]})",
+                "alt": f"Test image #{int(index)} with the {cue} cue (true class {names[int(label)]})",
                 "label": names[int(label)]}
-               for image, index, label in zip(images, truth["indices"][:count], truth["labels"][:count], strict=True)]
+               for image, index, label in zip(images, indices[:count], labels[:count], strict=True)]
     rows = []
     for method, scores in inputs.scores.items():
-        decoy_maps, normal_maps = scores["gt_examples_decoy"][:count], scores["gt_examples_normal"][:count]
+        decoy_maps, twin_maps = scores[f"gt_examples_{cue}_decoy"][:count], scores[f"gt_examples_{cue}_twin"][:count]
         signed = is_signed(method)
-        limit = figures.scale_limit(np.concatenate([decoy_maps, normal_maps]))
+        limit = figures.scale_limit(np.concatenate([decoy_maps, twin_maps]))
         cells = []
-        for model, maps in (("decoy", decoy_maps), ("normal", normal_maps)):
+        for model, maps in (("decoy", decoy_maps), ("no-reliance", twin_maps)):
             for image, sample, attribution in zip(images, samples, maps, strict=True):
                 cells.append({"src": figures.data_uri(figures.png_bytes(
                     figures.overlay_rgb(image, attribution, limit, signed))),
-                    "alt": f"{method} map of the {model} model for {sample['alt'][0].lower()}{sample['alt'][1:]}"})
+                    "alt": f"{method} map of the {model} twin for {sample['alt'][0].lower()}{sample['alt'][1:]}"})
         rows.append({"name": method, "cells": cells, "limit": limit, "signed": signed,
                      "colour_bar": figures.data_uri(figures.colour_bar_png(signed))})
     return {"samples": samples, "rows": rows}
@@ -230,8 +240,9 @@ def _class_means(inputs: ReportInputs) -> dict[str, Any]:
     return {"class_columns": [inputs.class_names[c] for c in classes], "class_rows": rows}
 
 
-BASELINE_METRICS = [("gt_pointing", "higher"), ("gt_mass", "higher"), ("deletion_auc", "lower"),
-                    ("insertion_auc", "higher"), ("smprt_vs_edge", "lower"), ("emprt_rise", "higher")]
+BASELINE_METRICS = [("gt_reliance", "higher"), ("gt_pointing", "higher"), ("gt_mass", "higher"),
+                    ("deletion_auc", "lower"), ("insertion_auc", "higher"), ("smprt_rho", "lower"),
+                    ("emprt_rise", "higher")]
 
 
 def _baseline_rows(inputs: ReportInputs) -> list[dict]:
@@ -247,7 +258,8 @@ def _baseline_rows(inputs: ReportInputs) -> list[dict]:
     new = (inputs.quality or {}).get("methods", {})
     for method in [m for m in new if m in old]:
         for key, better in BASELINE_METRICS:
-            if isinstance(old[method].get(key), dict) and key in new[method]:
+            if (isinstance(old[method].get(key), dict) and key in new[method]
+                    and None not in (old[method][key].get("value"), new[method][key]["value"])):
                 rows.append({"metric": f"{method}: {key}", "better": better, "baseline": old[method][key]["value"],
                              "current": new[method][key]["value"]})
     for row in rows:
@@ -278,6 +290,7 @@ def build_context(inputs: ReportInputs) -> dict[str, Any]:
     } for method in inputs.explanations if method in REGISTRY]
     return {
         "dataset": inputs.dataset,
+        "class_names": inputs.class_names,
         "accuracy": inputs.evaluate_metrics["accuracy"],
         "n_test": len(inputs.test_labels),
         "n_misclassified_total": int((inputs.predictions != inputs.test_labels).sum()),

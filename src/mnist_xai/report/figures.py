@@ -180,8 +180,9 @@ def randomisation_figure(records: list[dict]):
         rows = sorted((row for row in records if row["method"] == method), key=lambda row: row["step"])
         labels = [row["randomised"].split("+")[-1] if row["step"] else "none" for row in rows]
         control = method == "random"
-        axis.plot(range(len(rows)), [row["rho"] for row in rows], "--o" if control else "-o", ms=3,
-                  color=colours[method], lw=2 if control else 1.3, label=method)
+        rho = [np.nan if row["rho"] is None else row["rho"] for row in rows]  # None: every map collapsed
+        axis.plot(range(len(rows)), rho, "--o" if control else "-o", ms=3, color=colours[method],
+                  lw=2 if control else 1.3, label=method)
     axis.set_xticks(range(len(labels)), ["trained"] + [f"+{name}" for name in labels[1:]])
     axis.set(xlabel="layers re-initialised (cascading, from the top)", ylabel="Spearman rho of |map|",
              title="Model-parameter randomisation (original MPRT)")
