@@ -105,35 +105,38 @@ def explain_inputs(test_split):
     return data.normalize(images[indices]), labels[indices]
 
 
-PIPELINE_METHODS = ["saliency", "smoothgrad", "gradcam", "scorecam", "guided_backprop", "random"]
+CONTROLS = ["random", "edge", "brightness", "oracle"]  # every pipeline needs them: they calibrate the verdicts
+PIPELINE_METHODS = ["saliency", "smoothgrad", "gradcam", "scorecam", "guided_backprop", *CONTROLS]
 SMALL_PARAMS = {
     "train": {"n_images": 6000, "epochs": 1},
     "explain": {"n_images": 20},
     "quality": {"n_images": 20, "n_randomisation": 20, "n_smooth": 8, "smooth_samples": 4, "n_sensitivity": 8,
                 "sensitivity_samples": 5, "random_label_images": 500, "random_label_epochs": 30,
                 "bootstrap_resamples": 500},
-    "decoy": {"n_images": 6000, "epochs": 8, "lr": 0.02, "batch_size": 32, "n_ground_truth": 32},
+    "decoy": {"n_images": 6000, "epochs": 3, "n_pool": 100, "n_ground_truth": 32},
 }
 
 
 def small_params(methods=PIPELINE_METHODS) -> dict:
     """Params for a quick but real run: 6,000 training images for 1 epoch (~95 % accuracy), 20 explained
-    images, small quality subsets, and `methods` with their default params from params.yaml."""
+    images, small quality subsets, and `methods` (the controls always added) with their default params from
+    params.yaml."""
     import yaml
 
     configured = yaml.safe_load((ROOT / "params.yaml").read_text())["explain"]["methods"]
     params = {key: dict(value) for key, value in SMALL_PARAMS.items()}
-    params["explain"] = {**params["explain"], "methods": {m: configured[m] for m in methods}}
+    chosen = list(dict.fromkeys([*methods, *CONTROLS]))
+    params["explain"] = {**params["explain"], "methods": {m: configured[m] for m in chosen}}
     return params
 
 
 def quick_params(methods) -> dict:
     """Smaller than small_params, for runs whose checks are about the plumbing (a queue, a store, a server),
-    not the verdicts: each of the three trainings sees fewer images, with half the channels and one residual
-    block per stage (the decoy model still learns its cue)."""
+    not the verdicts: the trainings see fewer images (the twins as many as in small_params, so that they still
+    learn their cue), with half the channels and one residual block per stage."""
     params = small_params(methods)
     params["train"] |= {"n_images": 3000, "channels1": 16, "channels2": 32, "blocks": 1}
-    params["decoy"] |= {"n_images": 3000, "epochs": 3}
+    params["decoy"] |= {"n_pool": 80, "n_ground_truth": 16}  # 3,000 images were too few for the narrower twins
     params["quality"] |= {"random_label_images": 200, "random_label_epochs": 10, "n_randomisation": 10}
     return params
 

@@ -4,6 +4,8 @@ from mnist_xai import params
 from mnist_xai.errors import ParamError
 from tests.conftest import ROOT
 
+CONTROLS = "    random: {}\n    edge: {}\n    brightness: {}\n    oracle: {}\n"  # explain.methods must hold them
+
 
 def write(tmp_path, text):
     path = tmp_path / "params.yaml"
@@ -32,7 +34,7 @@ def test_the_committed_params_are_valid():
     ("blocks", "1.5", "train.blocks=1.5 is not allowed: expected a whole number"),
 ])
 def test_bad_train_values(tmp_path, key, value, message):
-    path = write(tmp_path, f"train:\n  {key}: {value}\nexplain:\n  methods:\n    random: {{}}\n")
+    path = write(tmp_path, f"train:\n  {key}: {value}\nexplain:\n  methods:\n" + CONTROLS)
     with pytest.raises(ParamError) as error:
         params.load("train", path=path)
     assert message in str(error.value)
@@ -59,13 +61,13 @@ def test_empty_methods(tmp_path):
 
 def test_unknown_dataset_value(tmp_path):
     with pytest.raises(ParamError, match="base.dataset='cifar10' is not allowed: choose one of mnist, fashion-mnist"):
-        params.load("base", path=write(tmp_path, "base:\n  dataset: cifar10\nexplain:\n  methods:\n    random: {}\n"))
+        params.load("base", path=write(tmp_path, "base:\n  dataset: cifar10\nexplain:\n  methods:\n" + CONTROLS))
 
 
 def test_numbers_are_read_as_dvc_reads_them(tmp_path):
     """YAML 1.2, as DVC's ruamel.yaml reads params.yaml: 1e-3 is a number (PyYAML's YAML 1.1 made it the
     string '1e-3', and the stage failed with a misleading 'expected a finite number')."""
-    path = write(tmp_path, "train:\n  lr: 1e-3\n  weight_decay: 5E-4\nexplain:\n  methods:\n    random: {}\n")
+    path = write(tmp_path, "train:\n  lr: 1e-3\n  weight_decay: 5E-4\nexplain:\n  methods:\n" + CONTROLS)
     loaded = params.load("train", path=path)
     assert loaded.train.lr == 0.001 and loaded.train.weight_decay == 0.0005
 
@@ -84,14 +86,14 @@ def test_a_duplicate_key_or_section_is_one_clear_error(tmp_path, text, message):
 def test_every_stage_checks_the_whole_file(tmp_path):
     """A typo in quality.* stops a stage that reads only `base`: the first stage to run fails, not the one
     after training."""
-    path = write(tmp_path, "quality:\n  n_imagez: 3\nexplain:\n  methods:\n    random: {}\n")
+    path = write(tmp_path, "quality:\n  n_imagez: 3\nexplain:\n  methods:\n" + CONTROLS)
     with pytest.raises(ParamError, match=r"unknown key quality.n_imagez in params.yaml \(a typo\?\): did you mean "
                                          r"quality.n_images\?"):
         params.load("base", path=path)
     with pytest.raises(ParamError, match=r"unknown key explan in params.yaml \(a typo\?\): did you mean explain\?"):
         params.load("base", path=write(tmp_path, "explan:\n  n_images: 3\n"))
     with pytest.raises(ParamError, match=r"explain.methods.gradcam.layer=3 is not allowed: expected a non-empty name"):
-        params.load("base", path=write(tmp_path, "explain:\n  methods:\n    random: {}\n    gradcam: {layer: 3}\n"))
+        params.load("base", path=write(tmp_path, "explain:\n  methods:\n" + CONTROLS + "    gradcam: {layer: 3}\n"))
 
 
 @pytest.mark.parametrize("value, message", [
@@ -105,10 +107,12 @@ def test_seeds_beyond_what_the_generators_take_are_refused(tmp_path, value, mess
         params.load("base", path=write(tmp_path, f"base:\n  seed: {value}\n"))
 
 
-def test_the_random_control_is_required(tmp_path):
-    with pytest.raises(ParamError, match=r"explain.methods must include the `random` control \(random: \{\}\): every "
-                                         r"verdict is calibrated against it"):
-        params.load("base", path=write(tmp_path, "explain:\n  methods:\n    saliency: {}\n"))
+def test_the_controls_are_required(tmp_path):
+    with pytest.raises(ParamError, match=r"explain.methods must include the controls edge, oracle \(edge: \{\}, "
+                                         r"oracle: \{\}\): every verdict is calibrated by the controls random, edge, "
+                                         r"brightness, oracle"):
+        params.load("base", path=write(tmp_path, "explain:\n  methods:\n    saliency: {}\n    random: {}\n"
+                                                 "    brightness: {}\n"))
 
 
 def test_clamping_says_so_in_one_warning_and_returns_what_is_used(caplog):

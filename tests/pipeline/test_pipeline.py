@@ -31,7 +31,8 @@ def test_every_output_exists(pipeline):
                 "reports/report.html", "dvc.lock"]
     expected += [f"explanations/{m}.npz" for m in PIPELINE_METHODS]
     expected += [f"metrics/timing/explain/{m}.json" for m in PIPELINE_METHODS]
-    expected += ["models/model_random_labels.pt", "models/model_decoy.pt", "ground_truth/decoy.npz",
+    expected += ["models/model_random_labels.pt", "models/model_true_labels.pt", "models/model_decoy.pt",
+                 "models/model_no_reliance.pt", "ground_truth/decoy.npz",
                  "metrics/decoy.json", "metrics/quality.json", "quality/verdicts.json", "plots/quality/curves.json",
                  "plots/quality/randomisation.json", "plots/quality/agreement.json"]
     expected += [f"quality/scores/{m}.npz" for m in PIPELINE_METHODS]

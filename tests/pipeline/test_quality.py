@@ -3,7 +3,7 @@ findings they test."""
 
 import json
 
-from tests.conftest import PIPELINE_METHODS
+from tests.conftest import CONTROLS, PIPELINE_METHODS
 from tests.helpers import ran_stages
 
 GRADIENT_AND_CAM = ["saliency", "smoothgrad", "gradcam", "scorecam", "guided_backprop"]
@@ -17,7 +17,7 @@ def quality(pipeline) -> dict:
     return read(pipeline, "metrics/quality.json")["methods"]
 
 
-def test_every_method_has_every_metric_with_an_interval_including_the_control(pipeline):
+def test_every_method_has_every_metric_with_an_interval_including_the_controls(pipeline):
     from mnist_xai.quality.metrics import METRICS
 
     methods = quality(pipeline)
@@ -25,25 +25,32 @@ def test_every_method_has_every_metric_with_an_interval_including_the_control(pi
     for method, values in methods.items():
         for metric in METRICS:
             value = values[metric.key]
-            assert value["low"] <= value["value"] <= value["high"], (method, metric.key, value)
+            if value["value"] is not None:  # None: every map collapsed, so the statistic does not exist
+                assert value["low"] <= value["value"] <= value["high"], (method, metric.key, value)
         assert 0 <= values["deletion_auc"]["value"] <= 1 and 0 <= values["gt_mass"]["value"] <= 1
-        assert values["verdict"] in ("trust", "use with care", "too weak to call", "do not trust", "control")
-    assert methods["random"]["verdict"] == "control"
+        assert values["verdict"] in ("trust", "use with care", "too weak to call", "do not trust")
+        assert values["control"] == (method in CONTROLS)
     shown = pipeline.dvc("metrics", "show", "--json").stdout
-    assert "mprt_rho" in shown and "guided_backprop" in shown and "gt_pointing" in shown
+    assert "mprt_rho" in shown and "guided_backprop" in shown and "gt_reliance" in shown
 
 
-def test_the_decoy_model_provably_relies_on_the_cue(pipeline):
-    """Ross et al. 2017 on the test subset (6,000 images, 8 epochs): accuracy falls when the cue's level is
-    shuffled. Measured: 98.5 % consistent, 94.3 % shuffled, 95.8 % without; the drop 4.2 points [3.8, 4.6].
-    The margin asserted, 2 points, is set from that measurement. The normal model does not care."""
+def test_the_decoy_twin_relies_on_both_cues_and_the_no_reliance_twin_on_neither(pipeline):
+    """Margins set from this pipeline over base.seed 0-4 (tests' params, a 2-core x86 machine): the decoy twin's
+    reliance (consistent minus shuffled accuracy) on the pattern cue had interval lows of 36.2-51.6 points, on the
+    grey cue 21.0-33.1; the no-reliance twin's intervals stayed within 0.3 points of 0; the cue dominated 40-60 %
+    (pattern) and 29-42 % (grey) of the 100 images swept, which gave 32 pattern and 29-32 grey ground-truth
+    images. Asserted: lows above 25 and 15 points (the issue asks for 5), the twin within 2 points of 0."""
     decoy = read(pipeline, "metrics/decoy.json")
-    assert decoy["consistent_minus_shuffled"]["low"] > 0.02, decoy["consistent_minus_shuffled"]
-    assert decoy["consistent_minus_none"]["low"] > 0.01
-    normal = decoy["normal_model_accuracy"]
-    assert abs(normal["consistent"]["value"] - normal["shuffled"]["value"]) < 0.005
-    assert decoy["n_candidates"] >= 100 and decoy["n_ground_truth"] == 32  # measured: 493 candidates
-    assert 0 < decoy["threshold"] < 1 and decoy["chance"] == 16 / 784
+    pattern, grey = decoy["cues"]["pattern"], decoy["cues"]["grey"]
+    assert pattern["reliance"]["decoy"]["low"] > 0.25, pattern["reliance"]
+    assert grey["reliance"]["decoy"]["low"] > 0.15, grey["reliance"]
+    for cue in (pattern, grey):
+        twin = cue["reliance"]["no_reliance"]
+        assert -0.02 < twin["low"] <= twin["value"] <= twin["high"] < 0.02, twin
+        assert cue["n_pool"] == 100
+    assert pattern["dominated"]["value"] > 0.3 and grey["dominated"]["value"] > 0.2
+    assert pattern["n_ground_truth"] == 32 and grey["n_ground_truth"] >= 20
+    assert decoy["chance"] == 16 / 784 and decoy["pointing_tolerance"] == 2
 
 
 def test_the_random_control_scores_chance_on_the_ground_truth(pipeline):
@@ -51,29 +58,44 @@ def test_the_random_control_scores_chance_on_the_ground_truth(pipeline):
     chance = read(pipeline, "metrics/quality.json")["chance"]
     assert random["gt_mass"]["low"] <= chance <= random["gt_mass"]["high"]
     assert random["fam_mass"]["low"] <= chance <= random["fam_mass"]["high"]
+    assert random["gt_reliance"]["low"] <= 0 <= random["gt_reliance"]["high"]
+
+
+def test_the_controls_get_their_known_answers(pipeline):
+    """The rule must distrust every model-free explainer and trust the oracle: held on each of base.seed 0-4 of
+    this pipeline, and in the default run (see the closing note of the calibration issue). A rule change that
+    breaks it fails here, on real scores, as well as in tests/quality/test_verdict.py."""
+    verdicts = {v["method"]: v for v in read(pipeline, "quality/verdicts.json")["verdicts"]}
+    assert verdicts["oracle"]["verdict"] == "trust", verdicts["oracle"]
+    for model_free in ("random", "edge", "brightness"):
+        assert verdicts[model_free]["verdict"] == "do not trust", verdicts[model_free]
+    for input_only in ("edge", "brightness"):  # the same map on both twins: no credit for pointing at the cue
+        assert quality(pipeline)[input_only]["gt_reliance"]["value"] == 0.0
+    calibration = {row["key"]: row for row in read(pipeline, "quality/verdicts.json")["calibration"]}
+    assert calibration["gt_reliance"]["validated"] and calibration["mprt_digit_rho"]["validated"]
 
 
 def test_every_verdict_gives_its_evidence_and_the_findings_are_called(pipeline):
     verdicts = read(pipeline, "quality/verdicts.json")
-    assert {v["method"] for v in verdicts["verdicts"]} == set(PIPELINE_METHODS) - {"random"}
+    assert {v["method"] for v in verdicts["verdicts"]} == set(PIPELINE_METHODS)
     for verdict in verdicts["verdicts"]:
         checks = [e["check"] for e in verdict["evidence"]]
-        assert checks[:3] == ["ground truth", "false alarms", "faithfulness"], checks
-        assert all("[" in e["detail"] or e["outcome"] == "not run" for e in verdict["evidence"])  # intervals
+        assert checks[:4] == ["ground truth", "ground truth, grey cue", "false alarms", "faithfulness"], checks
+        assert all("needs" in e["detail"] or e["outcome"] in ("not run", "inconclusive") for e in verdict["evidence"])
     findings = {f["finding"].split(":")[0]: f["outcome"] for f in verdicts["findings"]}
-    assert set(findings) == {"Adebayo et al. 2018", "Ross et al. 2017", "Adebayo et al. 2022"}
-    assert findings["Ross et al. 2017"] == "reproduces"
-    assert {row["key"] for row in verdicts["meta_evaluation"]} >= {"deletion_auc", "smprt_vs_edge", "emprt_rise"}
+    assert set(findings) == {"Adebayo et al. 2018", "Adebayo et al. 2022"}
+    assert {row["key"] for row in verdicts["meta_evaluation"]} >= {"deletion_auc", "smprt_rho", "mprt_digit_rho"}
+    assert set(verdicts["per_label"]) == {"pattern", "grey"}
 
 
 def test_adebayo_guided_backprop_survives_randomisation_more_than_saliency_and_gradcam(pipeline):
     """Adebayo et al. 2018: after randomising every layer, Guided Backprop's maps stay correlated with the
     trained model's (it recovers the input, not the model); Saliency's and GradCAM's do not as much.
-    Measured on this subset: Guided Backprop 0.78, Saliency 0.66, GradCAM 0.15 (its maps often collapse to
-    constants, which count as rho 0); the paired intervals of both differences exclude 0."""
+    Measured on this pipeline over base.seed 0-4 (rho over all pixels, collapsed maps left out): Guided Backprop
+    0.78-0.80, Saliency 0.64-0.66, GradCAM -0.06-0.15; the differences at least 0.127 and 0.63."""
     methods = quality(pipeline)
     rho = {m: methods[m]["mprt_rho"]["value"] for m in ("guided_backprop", "saliency", "gradcam")}
-    assert rho["guided_backprop"] > rho["saliency"] + 0.1, rho
+    assert rho["guided_backprop"] > rho["saliency"] + 0.07, rho
     assert rho["guided_backprop"] > rho["gradcam"] + 0.4, rho
     assert abs(methods["random"]["mprt_rho"]["value"]) < 0.1  # the control sits at chance
     finding = next(f for f in read(pipeline, "quality/verdicts.json")["findings"]
@@ -82,11 +104,13 @@ def test_adebayo_guided_backprop_survives_randomisation_more_than_saliency_and_g
 
 
 def test_every_gradient_and_cam_method_beats_random_on_deletion(pipeline):
+    """Measured over base.seed 0-4: the closest is GradCAM, 0.039-0.121 below random's deletion AUC (0.35-0.52
+    against 0.45-0.56); every other method at least 0.3 below."""
     methods = quality(pipeline)
     control = methods["random"]["deletion_auc"]["value"]
     for method in GRADIENT_AND_CAM:
-        # measured: the closest is GradCAM, 0.35 against random's 0.45
-        assert methods[method]["deletion_auc"]["value"] < control - 0.05, (method, methods[method], control)
+        margin = 0.02 if method == "gradcam" else 0.2
+        assert methods[method]["deletion_auc"]["value"] < control - margin, (method, methods[method], control)
 
 
 def test_randomisation_curves_and_constant_maps_are_recorded(pipeline):
@@ -99,9 +123,11 @@ def test_randomisation_curves_and_constant_maps_are_recorded(pipeline):
 
 def test_report_shows_quality_sections(pipeline):
     html = (pipeline.path / "reports/report.html").read_text()
-    for section in ("trust", "findings", "ground-truth", "quality", "meta", "faithfulness", "sanity", "agreement"):
+    for section in ("trust", "calibration", "findings", "ground-truth", "quality", "meta", "faithfulness", "sanity",
+                    "agreement"):
         assert f'<section id="{section}">' in html
-    assert 'id="quality-table"' in html and "A constant map" in html and 'id="ground-truth-grid"' in html
+    assert 'id="quality-table"' in html and "a constant map has no ranking" in html and 'id="ground-truth-grid"' in html
+    assert 'id="controls-table"' in html and "WRONG" not in html and 'id="per-label-pattern"' in html
 
 
 def test_changing_a_quality_param_rescores_every_method_and_recomputes_no_attribution(pipeline):

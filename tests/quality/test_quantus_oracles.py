@@ -26,7 +26,7 @@ def cued(trained_model, test_split):
     images, labels = test_split
     indices = data.stratified_indices(labels, 32, seed=3)
     corners = decoy.random_corners(len(indices), np.random.default_rng(3))
-    x = data.normalize(decoy.with_cue(images[indices], corners, decoy.cue_level(labels[indices])))
+    x = data.normalize(decoy.with_cue(images[indices], corners, labels[indices], "grey"))
     with torch.no_grad():
         targets = trained_model(x).argmax(1)
     return trained_model.eval(), x, targets, decoy.cue_masks(corners)
@@ -160,3 +160,33 @@ def test_smooth_mprt_matches_quantus_given_its_noise(cued):
     ours = spearman_rows(np.abs(randomised), np.abs(reference))
     assert np.ptp(theirs) > 0.05
     assert np.abs(ours - theirs).max() <= TOLERANCE
+
+
+
+def test_our_smooth_mprt_draws_the_same_noise_for_both_models_where_quantus_draws_anew(cued):
+    """A deliberate difference. Quantus draws fresh noise for each model's smoothed maps, so even an explainer
+    that ignores the model scores rho < 1 between them; we give both models the same noisy copies, so only the
+    model differs, and the edge map scores exactly 1, as a model-free control must."""
+    model, x, t, _ = cued
+    x, t = x[:8], t[:8]
+    randomised = fully_randomised(model, seed=5)
+    arguments = {"n_samples": 4, "noise_magnitude": 0.1}
+    ours = [smooth_maps(m, "edge", {}, x, t, rng=np.random.RandomState(11), **arguments) for m in (model, randomised)]
+    assert np.all(spearman_rows(np.abs(ours[1]), np.abs(ours[0])) == 1.0)
+    stream = np.random.RandomState(11)  # Quantus' way: one stream, consumed model after model
+    theirs = [smooth_maps(m, "edge", {}, x, t, rng=stream, **arguments) for m in (model, randomised)]
+    assert np.all(spearman_rows(np.abs(theirs[1]), np.abs(theirs[0])) < 0.999)
+
+
+def test_the_pointing_tolerance_counts_hits_next_to_the_cue_that_quantus_does_not(cued):
+    """Zhang et al.'s tolerance (2 px here): a map peaking on the pixel just outside the patch misses in Quantus'
+    PointingGame (and in ours with no tolerance) and hits within it."""
+    model, x, t, masks = cued
+    maps = np.zeros(masks.shape, dtype=np.float32)
+    for i, mask in enumerate(masks):
+        rows, cols = np.nonzero(mask)
+        maps[i, rows.max() + 1 if rows.max() < 27 else rows.min() - 1, cols[0]] = 1.0  # one pixel off the patch
+    theirs = quantus_call(quantus.PointingGame(disable_warnings=True), model, x, t, maps, masks)
+    assert theirs.tolist() == [0.0] * len(masks)
+    assert pointing_game(maps, masks, seed=0).tolist() == [0.0] * len(masks)
+    assert pointing_game(maps, masks, seed=0, tolerance=2).tolist() == [1.0] * len(masks)

@@ -1,4 +1,5 @@
-"""Intervals, ground-truth scores and the verdict rule, on cases whose answer is known."""
+"""Intervals, ground-truth scores and the verdict rule, on cases whose answer is known: the rule must distrust
+the model-free controls and trust the oracle, and no failing line or lost validation may ever improve a verdict."""
 
 from __future__ import annotations
 
@@ -15,9 +16,14 @@ from mnist_xai.quality.localisation import (
     relevance_rank_accuracy,
 )
 from mnist_xai.quality.metrics import METRICS
-from mnist_xai.quality.scoring import constant_maps
-from mnist_xai.quality.stats import interval, paired_interval
-from mnist_xai.quality.verdict import Judge
+from mnist_xai.quality.stats import (
+    constant_maps,
+    interval,
+    paired_interval,
+    paired_proportion_difference,
+    proportion_interval,
+)
+from mnist_xai.quality.verdict import FAIL, LINES, PASS, UNCLEAR, VERDICT_ORDER, Judge, decide
 
 CHANCE = 16 / 784
 
@@ -87,77 +93,209 @@ def test_constant_and_nearly_constant_maps_are_found():
     assert constant_maps(maps).tolist() == [True, True, True, False]
 
 
+def test_wilson_and_newcombe_intervals_match_the_published_examples_and_stay_in_range():
+    """Newcombe 1998, table II, example (a): 36 / 12 / 2 / 0 paired outcomes, difference 0.2, method 10 interval
+    0.0569 to 0.3404. Wilson at the edges does not collapse to a point as a percentile bootstrap does."""
+    a = np.array([1] * 48 + [0] * 2, dtype=bool)
+    b = np.array([1] * 36 + [0] * 12 + [1] * 2, dtype=bool)
+    difference, low, high = paired_proportion_difference(a, b)
+    assert difference == pytest.approx(0.2) and low == pytest.approx(0.0569, abs=5e-4)
+    assert high == pytest.approx(0.3404, abs=5e-4)
+    assert proportion_interval(np.ones(128)) == pytest.approx((1.0, 0.9709, 1.0), abs=1e-4)
+    assert proportion_interval(np.zeros(128))[2] == pytest.approx(0.0291, abs=1e-4)
+    same = np.random.default_rng(0).random(100) < 0.4
+    assert paired_proportion_difference(same, same)[0] == 0.0  # a model-free map: the same on both twins
+
+
+def test_bca_intervals_cover_a_skewed_mean_and_are_exact_for_a_constant():
+    rng = np.random.default_rng(5)
+    hits = 0
+    for trial in range(300):
+        sample = rng.exponential(size=64)
+        _, low, high = interval(sample, 1000, trial)
+        hits += low <= 1.0 <= high
+    assert 0.90 <= hits / 300 <= 0.98, hits / 300
+    assert interval(np.ones(16)) == (1.0, 1.0, 1.0)  # rho of a model-free map: exactly 1, nothing varies
+    assert np.isnan(interval(np.full(8, np.nan))[0])  # every map collapsed: no value, not 0
+
+
+# --- the rule -----------------------------------------------------------------------------------------------
+
+CHECKS = [line.check for line in LINES]
+
+
+def worse_or_equal(after: str, before: str) -> bool:
+    return VERDICT_ORDER.index(after) >= VERDICT_ORDER.index(before)
+
+
+def states(count: int, seed: int = 0):
+    """Random rule inputs: each line's outcome and validation, and degeneracy."""
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        outcomes = {check: [PASS, FAIL, UNCLEAR][rng.integers(3)] for check in CHECKS}
+        validated = {check: bool(rng.random() < 0.7) for check in CHECKS}
+        yield outcomes, validated, bool(rng.random() < 0.05)
+
+
+def test_one_more_failing_line_never_improves_a_verdict():
+    for outcomes, validated, degenerate in states(4000):
+        before = decide(outcomes, validated, degenerate)[0]
+        for check in CHECKS:
+            if outcomes[check] != FAIL:
+                after = decide({**outcomes, check: FAIL}, validated, degenerate)[0]
+                assert worse_or_equal(after, before), (check, outcomes, validated, before, after)
+
+
+def test_one_validation_fewer_never_improves_a_verdict():
+    for outcomes, validated, degenerate in states(4000, seed=1):
+        before = decide(outcomes, validated, degenerate)[0]
+        for check in CHECKS:
+            if validated[check]:
+                after = decide(outcomes, {**validated, check: False}, degenerate)[0]
+                assert worse_or_equal(after, before), (check, outcomes, validated, before, after)
+
+
+def test_an_inconclusive_ground_truth_never_gives_more_than_too_weak_to_call():
+    for outcomes, validated, degenerate in states(4000, seed=2):
+        verdict = decide({**outcomes, "ground truth": UNCLEAR}, validated, degenerate)[0]
+        assert verdict in ("too weak to call", "do not trust")
+
+
+def test_trust_needs_a_validated_ground_truth_and_a_validated_model_sensitivity_pass():
+    everything = {check: PASS for check in CHECKS}
+    valid = {check: True for check in CHECKS}
+    assert decide(everything, valid, False)[0] == "trust"
+    assert decide(everything, {**valid, "ground truth": False}, False)[0] == "too weak to call"
+    sensitivity = [line.check for line in LINES if line.role == "sensitivity"]
+    assert decide(everything, {**valid, **{check: False for check in sensitivity}}, False)[0] == "use with care"
+    only_one = {**everything, **{check: UNCLEAR for check in sensitivity[1:]}}
+    assert decide(only_one, valid, False)[0] == "trust"
+    assert decide(everything, valid, True)[0] == "do not trust"
+
+
+# --- the rule on scores, with the controls ------------------------------------------------------------------
+
+
 def judge(values: dict, *, degenerate=(), fit=0.99, seed=0) -> Judge:
     return Judge(values, constant_share={m: 0.9 if m in degenerate else 0.0 for m in values},
-                 degenerate={m: m in degenerate for m in values}, chance=CHANCE, random_label_fit=fit,
-                 resamples=1000, seed=seed)
+                 random_label_fit=fit, resamples=1000, seed=seed)
 
 
 def synthetic(n: int = 120, seed: int = 0, **quality) -> dict:
-    """Per-image values of every metric for methods whose quality is given as a number in [0, 1] (1 = finds the
-    cue, faithful, model-sensitive), plus the random control at chance."""
+    """Per-image values of every metric for the four controls and for methods whose quality is a number in [0, 1]
+    (1 = points at the cue the model uses, faithful, model-sensitive): the model-free controls point at the cue
+    as often on both twins and do not change with the model at all; the oracle points at it on the decoy twin."""
     rng = np.random.default_rng(seed)
     values = {}
-    for method, q in {"random": None, **quality}.items():
-        level = 0.0 if q is None else q
+    for method, q in {"random": None, "edge": None, "brightness": None, "oracle": 1.0, **quality}.items():
+        free = method in ("edge", "brightness")
         row = {}
-        pointing = rng.random(n) < (CHANCE if q is None else level)
-        row["gt_pointing"] = pointing.astype(float)
-        row["gt_mass"] = np.clip((CHANCE if q is None else 0.6 * level) + rng.normal(0, 0.05, n), 0, 1)
-        row["gt_rank"] = row["gt_mass"]
-        row["fam_mass"] = np.clip((CHANCE if q is None else 0.005) + rng.normal(0, 0.003, n), 0, 1)
-        row["deletion_auc"] = 0.5 - 0.4 * level + rng.normal(0, 0.05, n)
-        row["insertion_auc"] = 0.5 + 0.4 * level + rng.normal(0, 0.05, n)
+        for prefix in ("", "grey_"):
+            if method == "random":
+                decoy_hits, twin_hits = rng.random(n) < 0.04, rng.random(n) < 0.04
+            elif free:
+                decoy_hits = twin_hits = rng.random(n) < 0.5
+            else:
+                decoy_hits, twin_hits = rng.random(n) < q, rng.random(n) < 0.02
+            row[f"{prefix}gt_distance"] = np.where(decoy_hits, 0.0, 9.0)
+            row[f"{prefix}fam_distance"] = np.where(twin_hits, 0.0, 9.0)
+            row[f"{prefix}gt_pointing"] = decoy_hits.astype(float)
+            row[f"{prefix}gt_pointing_exact"] = decoy_hits.astype(float)
+            row[f"{prefix}fam_pointing"] = twin_hits.astype(float)
+            row[f"{prefix}gt_reliance"] = row[f"{prefix}gt_pointing"] - row[f"{prefix}fam_pointing"]
+            row[f"{prefix}gt_mass"] = np.clip(0.5 * decoy_hits + rng.normal(0, 0.02, n), 0, 1)
+            row[f"{prefix}gt_rank"] = row[f"{prefix}gt_mass"]
+            alarm = {"edge": 0.08, "brightness": 0.05, "random": 0.02}.get(method, 0.005)
+            row[f"{prefix}fam_mass"] = np.clip(alarm + rng.normal(0, 0.003, n), 0, 1)
+        level = 0.0 if method == "random" else 0.5 if free else q
+        row["deletion_auc"] = 0.53 - 0.4 * level + rng.normal(0, 0.05, n)
+        row["insertion_auc"] = 0.6 + 0.35 * level + rng.normal(0, 0.05, n)
         for key in ("mprt_rho", "mprt_digit_rho", "smprt_rho", "data_rho"):
-            row[key] = 0.8 - 0.6 * level + rng.normal(0, 0.05, n)
-        row["edge_rho"] = 0.5 + rng.normal(0, 0.05, n)
-        row["smprt_vs_edge"] = row["smprt_rho"] - row["edge_rho"]
-        row["data_vs_edge"] = row["data_rho"] - row["edge_rho"]
-        row["emprt_rise"] = level - 0.3 + rng.normal(0, 0.05, n)
+            row[key] = (np.ones(n) if free else np.zeros(n) + rng.normal(0, 0.01, n) if method == "random"
+                        else 1 - 0.4 * q + rng.normal(0, 0.05, n))
+        row["mprt_collapsed"] = np.zeros(n)
+        row["emprt_rise"] = np.zeros(n) if free else (0.0 if method == "random" else 0.12 * q) + rng.normal(0, .02, n)
         row["max_sensitivity"] = 1 - level + rng.normal(0, 0.05, n)
         row["sparseness"] = rng.random(n)
         values[method] = row
-    assert set(values["random"]) == {metric.key for metric in METRICS}
+    assert {metric.key for metric in METRICS} <= set(values["random"])
     return values
 
 
-def test_the_verdict_follows_the_ground_truth_and_the_controls():
-    values = synthetic(finds=0.95, also_finds=0.9, misses=0.05, unsure=0.5, flat=0.95)
+def test_the_controls_get_their_known_answers_and_the_methods_follow_the_evidence():
+    values = synthetic(finds=0.97, also_finds=0.9, misses=0.05, unsure=0.5, flat=0.97)
     j = judge(values, degenerate={"flat"})
     verdicts = {v.method: v for v in j.verdicts()}
+    assert verdicts["oracle"].verdict == "trust" and verdicts["oracle"].control
+    for model_free in ("random", "edge", "brightness"):
+        assert verdicts[model_free].verdict == "do not trust", verdicts[model_free]
     assert verdicts["finds"].verdict == verdicts["also_finds"].verdict == "trust"
     assert verdicts["misses"].verdict == "do not trust" and "misses the planted cue" in verdicts["misses"].reason
     assert verdicts["flat"].verdict == "do not trust" and "degenerate" in verdicts["flat"].reason
-    assert verdicts["unsure"].verdict in ("too weak to call", "use with care")
-    assert [v.method for v in j.verdicts()][:2] == ["finds", "also_finds"]  # by ground-truth mass
-    assert "random" not in verdicts
+    assert verdicts["unsure"].verdict == "too weak to call"
+    assert [v.method for v in j.verdicts()][:2] == ["finds", "also_finds"]
+    assert all(t.validated for t in j.thresholds.values()), {k: t.margin for k, t in j.thresholds.items()}
 
 
-def test_a_sanity_check_counts_only_where_it_agrees_with_the_ground_truth():
-    """Here Smooth MPRT is made to rank the methods against the ground truth: it is reported, not counted."""
-    values = synthetic(a=0.95, b=0.9, c=0.7, d=0.6, e=0.3)
-    for method, row in values.items():
-        if method != "random":
-            row["smprt_vs_edge"] = -row["smprt_vs_edge"]
+def test_each_line_lies_halfway_between_the_oracle_and_the_nearest_model_free_control():
+    j = judge(synthetic(a=0.9))
+    mprt = j.thresholds["mprt_digit_rho"]
+    assert mprt.nearest in ("edge", "brightness") and mprt.negatives[mprt.nearest][0] == 1.0
+    assert mprt.value == pytest.approx((1.0 + j.estimate("oracle", "mprt_digit_rho")[0]) / 2)
+    low, high = mprt.neighbours()
+    assert low < mprt.value < high and high - low == pytest.approx(0.2 * mprt.gap)
+    rows = {row["key"]: row for row in j.calibration()}
+    assert rows["gt_reliance"]["validated"] and rows["gt_reliance"]["margin"] > 0.3
+
+
+def test_a_line_the_controls_cannot_separate_is_not_validated_and_earns_nothing():
+    """Make the oracle as model-insensitive as the edge map on every sanity statistic: those lines are no longer
+    validated, so no method can earn trust from them, whatever its own values."""
+    values = synthetic(a=0.97)
+    for key in ("mprt_digit_rho", "smprt_rho", "data_rho"):
+        values["oracle"][key] = np.ones(120)
+    values["oracle"]["emprt_rise"] = np.zeros(120)
     j = judge(values)
-    meta = {row["key"]: row["outcome"] for row in j.meta}
-    assert meta["smprt_vs_edge"] == "disagrees" and meta["deletion_auc"] == "agrees"
-    assert j.validated == {"Smooth MPRT": False, "Efficient MPRT": True, "data randomisation": True}
-    line = next(e for e in j.evidence("a") if e.check == "Smooth MPRT")
-    assert line.outcome == "fail" and not line.counted and "not counted" in line.detail
-    assert j.verdict("a").verdict == "trust"
+    assert not any(j.thresholds[key].validated for key in ("mprt_digit_rho", "smprt_rho", "data_rho", "emprt_rise"))
+    verdict = j.verdict("a")
+    assert verdict.verdict == "use with care" and "no validated check" in verdict.reason
+    assert j.verdict("oracle").verdict == "use with care"  # the rule cannot trust even the oracle here
+
+
+def test_collapsed_maps_are_left_out_and_make_the_check_unreadable():
+    values = synthetic(a=0.97, b=0.97)
+    values["b"]["mprt_digit_rho"] = np.where(np.arange(120) < 80, np.nan, 0.1)  # two thirds collapsed
+    j = judge(values)
+    line = next(e for e in j.evidence("b") if e.check == "MPRT")
+    assert line.outcome == "inconclusive" and "collapsed to a constant on 67 %" in line.detail
 
 
 def test_an_under_trained_random_label_model_is_not_used():
-    values = synthetic(a=0.95, b=0.5, c=0.2)
+    values = synthetic(a=0.95, b=0.5)
     line = next(e for e in judge(values, fit=0.34).evidence("a") if e.check == "data randomisation")
-    assert line.outcome == "not run" and "fitted only 34 %" in line.detail and not line.counted
+    assert line.outcome == "not run" and "fitted only 34 %" in line.detail and not line.validated
+
+
+def test_a_verdict_that_moves_with_a_threshold_is_marked():
+    """A method whose ground-truth statistic sits on its line changes verdict when the line moves."""
+    values = synthetic(steady=0.97, edge_case=0.5, seed=4)
+    j = judge(values)
+    assert j.verdict("steady").sensitive_to == []
+    assert any("line at" in move for move in j.verdict("edge_case").sensitive_to)
+
+
+def test_the_meta_evaluation_tests_at_the_level_of_methods():
+    values = synthetic(a=0.95, b=0.9, c=0.7, d=0.6, e=0.3, f=0.2)
+    rows = {row["key"]: row for row in judge(values).meta_evaluation(permutations=2000)}
+    deletion = rows["deletion_auc"]
+    assert deletion["rho"] > 0.8 and deletion["p"] < 0.05 and deletion["p_holm"] >= deletion["p"]
+    assert deletion["jackknife"][0] <= deletion["rho"] <= deletion["jackknife"][1]
+    assert set(rows) >= {"mprt_rho", "smprt_rho", "data_rho", "emprt_rise", "insertion_auc"}
 
 
 def test_neighbours_say_indistinguishable_when_the_interval_covers_zero():
     values = synthetic(a=0.95, b=0.95, c=0.2, seed=3)
     values["b"] = {k: v.copy() for k, v in values["a"].items()}
-    values["b"]["gt_mass"] = values["a"]["gt_mass"] + 1e-4 * np.random.default_rng(1).normal(size=120)
     j = judge(values)
     rows = j.neighbours(j.verdicts())
     pair = next(row for row in rows if {row["a"], row["b"]} == {"a", "b"})

@@ -14,34 +14,48 @@ EVIL = '<script>window.pwned = 1; alert("x")</script>'
 
 
 def quality_inputs(methods: list[str], n: int) -> dict:
-    """What the quality stages would write, from the verdict rule run on synthetic per-image scores."""
-    from mnist_xai.quality.stats import interval
+    """What the quality stages would write, from the verdict rule run on synthetic per-image scores (the controls
+    included, as every pipeline has them)."""
+    from mnist_xai.quality.metrics import METRICS, estimate
     from mnist_xai.quality.verdict import Judge, findings
     from tests.quality.test_verdict import synthetic
 
-    values = synthetic(**{m: 0.9 - 0.3 * i for i, m in enumerate(m for m in methods if m != "random")})
-    judge = Judge(values, constant_share=dict.fromkeys(values, 0.0), degenerate=dict.fromkeys(values, False),
-                  chance=16 / 784, random_label_fit=0.97, resamples=300, seed=0)
+    real = [m for m in methods if m not in ("random", "edge", "brightness", "oracle")]
+    values = synthetic(**{m: 0.9 - 0.3 * i for i, m in enumerate(real)})
+    judge = Judge(values, constant_share=dict.fromkeys(values, 0.0), random_label_fit=0.97, resamples=300, seed=0)
     ranked = judge.verdicts()
-    verdicts = [{"method": v.method, "verdict": v.verdict, "reason": v.reason, "rank": r,
-                 "evidence": [vars(e) for e in v.evidence]} for r, v in enumerate(ranked, 1)]
-    by_method = {v["method"]: v["verdict"] for v in verdicts}
-    summary = {m: {**{k: dict(zip(("value", "low", "high"), interval(v, 300), strict=True))
-                      for k, v in values[m].items()},
-                   "constant_share": 0.0, "degenerate": 0, "verdict": by_method.get(m, "control")} for m in values}
-    accuracy = {name: {"value": 0.9, "low": 0.89, "high": 0.91} for name in ("consistent", "shuffled", "none")}
-    decoy = {"accuracy": accuracy, "normal_model_accuracy": accuracy, "epochs": 2, "n_train_images": 100,
-             "n_test": n, "threshold": 0.1, "n_candidates": 12, "n_ground_truth": 4, "chance": 16 / 784,
-             "consistent_minus_shuffled": {"value": 0.1, "low": 0.05, "high": 0.15}}
+    verdicts = [{"method": v.method, "verdict": v.verdict, "reason": v.reason, "rank": r, "control": v.control,
+                 "threshold_sensitive": v.sensitive_to, "evidence": [vars(e) for e in v.evidence]}
+                for r, v in enumerate(ranked, 1)]
+    by_method = {v["method"]: v for v in verdicts}
+    summary = {m: {**{metric.key: dict(zip(("value", "low", "high"), estimate(values[m], metric.key, 300, 0),
+                                           strict=True)) for metric in METRICS},
+                   "constant_share": 0.0, "degenerate": 0, "verdict": by_method[m]["verdict"],
+                   "control": int(by_method[m]["control"])} for m in values}
+    share = {"value": 0.9, "low": 0.89, "high": 0.91}
+    cue = {"accuracy": {twin: dict.fromkeys(("consistent", "shuffled", "none"), share)
+                        for twin in ("decoy", "no_reliance")},
+           "reliance": {"decoy": {"value": 0.5, "low": 0.45, "high": 0.55}, "no_reliance": share},
+           "dominated": share, "dominated_per_label": {"0": share, "1": share}, "n_pool": 40, "n_dominated": 36,
+           "n_ground_truth": 4, "ground_truth_labels": {"0": 2, "1": 2}}
+    decoy = {"cues": {"pattern": cue, "grey": cue}, "chance": 16 / 784, "pointing_tolerance": 2,
+             "pointing_chance": 0.042, "epochs": 2, "n_train_images": 100, "uninformative_share": 0.4,
+             "n_intervention": n}
     rng = np.random.default_rng(1)
-    scores = {m: {"gt_examples_decoy": rng.normal(size=(4, 28, 28)), "gt_examples_normal": rng.normal(size=(4, 28, 28)),
+    scores = {m: {**{f"gt_examples_{c}_{twin}": rng.normal(size=(4, 28, 28)) for c in ("pattern", "grey")
+                     for twin in ("decoy", "twin")},
                   "examples": rng.normal(size=(3, 4, 28, 28)), "example_indices": np.arange(4),
                   "mprt_layers": np.array(["fc2", "fc1"])} for m in values}
+    labels = {cue: np.arange(120) % 10 for cue in ("pattern", "grey")}
     return dict(
-        quality={"chance": 16 / 784, "methods": summary},
-        verdicts={"verdicts": verdicts, "neighbours": judge.neighbours(ranked), "meta_evaluation": judge.meta,
-                  "findings": findings(judge, ranked, decoy), "random_label_fit": 0.97, "chance": 16 / 784},
-        decoy=decoy, ground_truth={"indices": np.arange(4), "corners": np.arange(4) % 4, "labels": np.arange(4)},
+        quality={"chance": 16 / 784, "pointing_chance": 0.042, "methods": summary},
+        verdicts={"verdicts": verdicts, "calibration": judge.calibration(), "neighbours": judge.neighbours(ranked),
+                  "meta_evaluation": judge.meta_evaluation(permutations=200), "findings": findings(judge, ranked),
+                  "per_label": judge.per_label(labels), "random_label_fit": 0.97, "chance": 16 / 784,
+                  "pointing_chance": 0.042, "pointing_tolerance": 2},
+        decoy=decoy,
+        ground_truth={f"{c}_{key}": value for c in ("pattern", "grey") for key, value in
+                      (("indices", np.arange(4)), ("corners", np.arange(4) % 4), ("labels", np.arange(4)))},
         scores=scores,
         quality_curves=[{"method": m, "curve": c, "fraction": f, "mean": 1 - f, "std": 0.1}
                         for m in values for c in ("deletion", "insertion") for f in (0.0, 0.5, 1.0)],
@@ -49,7 +63,8 @@ def quality_inputs(methods: list[str], n: int) -> dict:
                                 "rho": 1 - 0.3 * k, "constant_maps": 0.0} for m in values for k in range(3)],
         quality_agreement=[{"a": a, "b": b, "rho": 1.0 if a == b else 0.3} for a in values for b in values],
         quality_timing={m: {"faithfulness": 0.1} for m in values},
-        random_label_metrics={"n_images": 500, "epochs": 30, "train_accuracy_on_permuted_labels": 0.97},
+        random_label_metrics={"n_images": 500, "epochs": 30, "train_accuracy_on_permuted_labels": 0.97,
+                              "control_test_accuracy": 0.9},
     )
 
 
@@ -61,7 +76,8 @@ def make_inputs(**overrides) -> ReportInputs:
     predictions[:5] = (predictions[:5] + 1) % 10
     explanations = {m: Explanation(method=m, maps=rng.normal(size=(n, 28, 28)).astype(np.float32),
                                    indices=np.arange(n), labels=labels, predictions=predictions,
-                                   targets=predictions, seconds=0.1) for m in ("saliency", "gradcam", "random")}
+                                   targets=predictions, seconds=0.1)
+                    for m in ("saliency", "gradcam", "random", "edge", "brightness", "oracle")}
     inputs = dict(
         dataset="mnist", class_names=[str(c) for c in range(10)],
         test_images=rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8), test_labels=labels,
@@ -75,7 +91,7 @@ def make_inputs(**overrides) -> ReportInputs:
         params={"base": {"dataset": "mnist"}, "train": {"epochs": 1, "batch_size": 8, "lr": 0.1},
                 "explain": {"target": "predicted"}, "methods": {"saliency": {}, "gradcam": {}},
                 "quality": {"bootstrap_resamples": 300}},
-        **quality_inputs(["saliency", "gradcam", "random"], n),
+        **quality_inputs(list(explanations), n),
     )
     inputs.update(overrides)
     return ReportInputs(**inputs)
@@ -125,7 +141,7 @@ def test_every_id_is_unique_and_every_link_lands():
     assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})
     targets = re.findall(r'href="#([^"]+)"', html)
     assert targets and set(targets) <= set(ids), set(targets) - set(ids)
-    for section in ("trust", "findings", "ground-truth", "quality", "meta", "sanity"):
+    for section in ("trust", "calibration", "findings", "ground-truth", "quality", "meta", "sanity"):
         assert f'<section id="{section}">' in html
 
 

@@ -57,7 +57,7 @@ def test_one_finished_run_per_stage_with_the_shared_tags(pipeline, runs):
         assert run.data.tags["git_commit"] == commit and run.data.tags["git_dirty"] in ("true", "false")
         assert run.info.run_name == stage
     model_md5 = by_stage(runs, "train")[0].data.tags["model_md5"]
-    for stage in ["evaluate", "train_decoy", "report"] + [f"{kind}@{m}" for kind in ("explain", "quality")
+    for stage in ["evaluate", "report"] + [f"{kind}@{m}" for kind in ("explain", "quality")
                                                          for m in PIPELINE_METHODS]:
         assert by_stage(runs, stage)[0].data.tags["model_md5"] == model_md5  # the shared tag that groups them
     assert by_stage(runs, "explain@gradcam")[0].data.tags["method"] == "gradcam"

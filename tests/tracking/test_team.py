@@ -13,7 +13,7 @@ from tests.conftest import quick_params
 from tests.helpers import PipelineRepo
 from tests.servers import mlflow_server, postgres_cluster
 
-METHODS = ["saliency", "random"]
+METHODS = ["saliency", "random", "edge", "brightness", "oracle"]  # the controls are required
 GUARD = Path(__file__).resolve().parents[1] / "network_guard"
 pytestmark = pytest.mark.xdist_group("team")  # one worker builds both runs, which the determinism test compares
 STAGES = ["train", "evaluate", "train_random_labels", "train_decoy", "verdicts", "report"] + [
@@ -81,7 +81,8 @@ def test_a_full_run_connects_to_nothing_but_loopback(sqlite_server_run):
     assert attempts == "", f"connections beyond loopback were attempted:\n{attempts}"
 
 
-DETERMINISTIC = ["models/model.pt", "models/model_random_labels.pt", "metrics/train.json", "metrics/evaluate.json",
+DETERMINISTIC = ["models/model.pt", "models/model_random_labels.pt", "models/model_true_labels.pt",
+                 "models/model_no_reliance.pt", "metrics/train.json", "metrics/evaluate.json",
                  "metrics/quality.json", "metrics/train_random_labels.json", "plots/train/history.csv",
                  "plots/evaluate/confusion.json", "predictions/misclassified.json", "plots/quality/curves.json",
                  "plots/quality/randomisation.json", "plots/quality/agreement.json", "quality/verdicts.json",
