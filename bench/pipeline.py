@@ -160,8 +160,10 @@ def main() -> None:
     subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
     subprocess.run(["git", "-C", str(repo), "checkout", "-q", args.rev], check=True)
     log = workdir / "timing.jsonl"
+    # PYTHONPATH: the clone's own library, not the one this environment has installed in editable mode (the
+    # working tree's), so that --rev measures that revision's code, not its stage scripts on today's library
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "MLFLOW_DISABLE_TELEMETRY": "true", "MNIST_XAI_TIMING_LOG": str(log)}
+           "PYTHONPATH": str(repo / "src"), "MLFLOW_DISABLE_TELEMETRY": "true", "MNIST_XAI_TIMING_LOG": str(log)}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("MNIST_XAI_MIRRORS", None)
     commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,

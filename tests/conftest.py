@@ -113,7 +113,7 @@ SMALL_PARAMS = {
     "quality": {"n_images": 20, "n_randomisation": 20, "n_smooth": 8, "smooth_samples": 4, "n_sensitivity": 8,
                 "sensitivity_samples": 5, "random_label_images": 500, "random_label_epochs": 30,
                 "bootstrap_resamples": 500},
-    "decoy": {"n_images": 6000, "epochs": 3, "n_pool": 100, "n_ground_truth": 32},
+    "decoy": {"n_images": 6000, "epochs": 3, "n_pool": 100, "n_ground_truth": 32, "n_ground_truth_grey": 32},
 }
 
 
@@ -136,7 +136,7 @@ def quick_params(methods) -> dict:
     learn their cue), with half the channels and one residual block per stage."""
     params = small_params(methods)
     params["train"] |= {"n_images": 3000, "channels1": 16, "channels2": 32, "blocks": 1}
-    params["decoy"] |= {"n_pool": 80, "n_ground_truth": 16}  # 3,000 images were too few for the narrower twins
+    params["decoy"] |= {"n_pool": 80, "n_ground_truth": 16, "n_ground_truth_grey": 16}
     params["quality"] |= {"random_label_images": 200, "random_label_epochs": 10, "n_randomisation": 10}
     return params
 

@@ -133,16 +133,18 @@ class Intervention:
         return self.correct["consistent"].astype(float) - self.correct["shuffled"].astype(float)
 
 
-def intervene(predict, images: np.ndarray, labels: np.ndarray, cue_type: str, seed: int) -> Intervention:
-    """Evaluate `predict(uint8 images [N, H, W]) -> classes [N]` with the cue consistent with the label, with the
-    cue coding a shuffled label (a permutation of the labels), and with no cue (the patch black)."""
+def intervene(predict, images: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, Intervention]:
+    """Per cue type, evaluate `predict(uint8 images [N, H, W]) -> classes [N]` with the cue consistent with the
+    label, with the cue coding a shuffled label (a permutation of the labels), and with no cue (the patch black:
+    the same images for both cue types, so predicted once)."""
     rng = np.random.default_rng(seed)
     corners = random_corners(len(images), rng)
     shuffled = rng.permutation(labels)
-    inputs = {"consistent": with_cue(images, corners, labels, cue_type),
-              "shuffled": with_cue(images, corners, shuffled, cue_type),
-              "none": with_cue(images, corners, None)}
-    return Intervention(cue_type, {name: predict(batch) == labels for name, batch in inputs.items()})
+    removed = predict(with_cue(images, corners, None)) == labels
+    return {cue: Intervention(cue, {"consistent": predict(with_cue(images, corners, labels, cue)) == labels,
+                                    "shuffled": predict(with_cue(images, corners, shuffled, cue)) == labels,
+                                    "none": removed})
+            for cue in CUE_TYPES}
 
 
 def cue_window(corner: int, positions: int) -> tuple[int, int]:

@@ -79,10 +79,11 @@ SECTIONS: dict[str, dict[str, Param]] = {
         "uninformative_share": Param(0.4, "share of the twins' training images whose label is drawn at random, "
                                      "independent of the digit: only the cue can fit them, so the decoy twin must "
                                      "learn it", minimum=0, maximum=0.9),
-        "n_pool": Param(300, "test images swept per cue type (every 4x4 window removed in turn) for those on which "
+        "n_pool": Param(200, "test images swept per cue type (every 4x4 window removed in turn) for those on which "
                         "the cue dominates the decoy model's decision", positive=True),
-        "n_ground_truth": Param(128, "of those, the images per cue type on which each method is scored",
-                                positive=True),
+        "n_ground_truth": Param(96, "of those, the images with the pattern cue (the verdict's main line) on which "
+                                "each method is scored", positive=True),
+        "n_ground_truth_grey": Param(48, "the same for the grey cue (a caution line)", positive=True),
     },
     "report": {
         "n_samples": Param(8, "sample images in the method gallery", positive=True, maximum=100),

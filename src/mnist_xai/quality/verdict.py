@@ -345,7 +345,7 @@ class Judge:
 
     # --- meta-evaluation --------------------------------------------------------------------------------------
 
-    def meta_evaluation(self, permutations: int = 10000) -> list[dict]:
+    def meta_evaluation(self, permutations: int = 2000) -> list[dict]:
         """Does each check rank the methods (the controls aside) as the ground truth does? Spearman rho across
         methods between the check's mean, oriented so that higher is better, and the ground-truth statistic, with a
         permutation p-value over methods (Holm-corrected over the checks), a jackknife interval over methods, and an
