@@ -16,6 +16,7 @@ import jinja2
 import numpy as np
 
 from mnist_xai.attribution import REGISTRY, is_signed
+from mnist_xai.attribution.registry import CONTROLS
 from mnist_xai.evaluation import confusion_matrix
 from mnist_xai.explanation import Explanation
 from mnist_xai.quality.metrics import GROUND_TRUTH, KEY_SCORES, METRICS
@@ -296,6 +297,8 @@ def build_context(inputs: ReportInputs) -> dict[str, Any]:
         "n_misclassified_total": int((inputs.predictions != inputs.test_labels).sum()),
         "n_explained": len(reference.maps),
         "methods": list(inputs.explanations),
+        "controls": [m for m in inputs.explanations if m in CONTROLS],
+        "n_methods": sum(m not in CONTROLS for m in inputs.explanations),
         "train_metrics": inputs.train_metrics,
         "train_timing": inputs.train_timing,
         "git": inputs.git,
