@@ -31,10 +31,7 @@ from mnist_xai.quality.randomisation import (
 )
 from mnist_xai.quality.robustness import max_sensitivity
 from mnist_xai.quality.stats import constant_maps, rounded
-
-DEGENERATE_SHARE = 0.5
-"""A method whose maps are constant for at least this share of the explained images is degenerate: it can
-never be trusted, whatever its other scores (a constant map carries no ranking for any check to read)."""
+from mnist_xai.quality.verdict import DEGENERATE_SHARE
 
 EXAMPLES = 4  # images whose maps the report shows
 METRIC_KEYS = tuple(metric.key for metric in METRICS)

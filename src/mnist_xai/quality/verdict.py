@@ -47,6 +47,8 @@ MEMORISED = 0.95  # the permuted-label model must fit this share of its labels (
 COLLAPSED = 0.5  # a randomisation check cannot be read for a method whose maps collapsed on more images than this
 NEIGHBOUR_STEP = 0.1  # threshold sensitivity: each line moved by this share of the gap between its controls
 DEGENERATE_SHARE = 0.5
+"""A method whose maps are constant for at least this share of the explained images is degenerate: never trusted,
+whatever its other scores (a constant map carries no ranking for any check to read)."""
 DEGENERATE_NEIGHBOURS = (0.3, 0.7)
 TOLERANCE_NEIGHBOURS = (0, 1)  # the pointing game also scored exactly and within 1 pixel
 MODEL_FREE = ("random", "edge", "brightness")
@@ -97,19 +99,25 @@ def decide(outcomes: dict[str, str], validated: dict[str, bool], degenerate: boo
         if outcomes.get(check) == FAIL:
             return "do not trust", reason
     failed = [check for check, outcome in outcomes.items() if outcome == FAIL]
-    also = f"; besides, {' and '.join(failed)} fail{'s' if len(failed) == 1 else ''}" if failed else ""
+    also = f"; besides, {_listed(failed)} fail{'s' if len(failed) == 1 else ''}" if failed else ""
     if outcomes.get("ground truth") != PASS:
         return "too weak to call", "the evidence on the planted cue is too weak to call either way" + also
     if not validated.get("ground truth"):
         return "too weak to call", ("it points at the planted cue, but the controls do not validate that line in "
                                     "this run" + also)
     if failed:
-        return "use with care", f"it finds the planted cue, but {' and '.join(failed)} fail" + "s" * (len(failed) == 1)
+        return "use with care", f"it finds the planted cue, but {_listed(failed)} fail" + "s" * (len(failed) == 1)
     support = [check for check in SENSITIVITY if outcomes.get(check) == PASS and validated.get(check)]
     if not support:
         return "use with care", "it finds the planted cue, but no validated check shows that its maps follow the model"
-    return "trust", f"it finds the planted cue, {' and '.join(support)} show{'s' if len(support) == 1 else ''} " \
-                    "that its maps follow the model, and no line fails"
+    verb = "shows" if len(support) == 1 else "show"
+    return "trust", f"it finds the planted cue, {_listed(support)} {verb} that its maps follow the model, and no " \
+                    "line fails"
+
+
+def _listed(names: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 @dataclass
