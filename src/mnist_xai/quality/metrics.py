@@ -109,6 +109,10 @@ METRICS: tuple[Metric, ...] = (
 )
 
 BY_KEY = {metric.key: metric for metric in METRICS}
+DEGENERATE_SHARE = 0.5
+"""A method whose maps are constant for at least this share of the explained images is degenerate: never trusted,
+whatever its other scores (a constant map carries no ranking for any check to read). Here, where both the scoring
+and the verdict read it, so that a change to the rule in verdict.py re-scores no method."""
 KEY_SCORES = ("gt_reliance", "gt_pointing", "fam_mass", "deletion_auc", "insertion_auc")
 """The scores shown beside a verdict where there is room for a few only (the explain page, the study)."""
 

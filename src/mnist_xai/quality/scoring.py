@@ -18,7 +18,7 @@ from mnist_xai.quality.localisation import (
     relevance_mass_accuracy,
     relevance_rank_accuracy,
 )
-from mnist_xai.quality.metrics import CUE_PREFIX, METRICS, estimate
+from mnist_xai.quality.metrics import CUE_PREFIX, DEGENERATE_SHARE, METRICS, estimate
 from mnist_xai.quality.randomisation import (
     RandomisationCurve,
     cascading_randomisation,
@@ -31,7 +31,6 @@ from mnist_xai.quality.randomisation import (
 )
 from mnist_xai.quality.robustness import max_sensitivity
 from mnist_xai.quality.stats import constant_maps, rounded
-from mnist_xai.quality.verdict import DEGENERATE_SHARE
 
 EXAMPLES = 4  # images whose maps the report shows
 METRIC_KEYS = tuple(metric.key for metric in METRICS)

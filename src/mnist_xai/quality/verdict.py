@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mnist_xai.attribution.registry import CONTROLS
-from mnist_xai.quality.metrics import BY_KEY, CUE_PREFIX, GROUND_TRUTH, METRICS, estimate
+from mnist_xai.quality.metrics import BY_KEY, CUE_PREFIX, DEGENERATE_SHARE, GROUND_TRUTH, METRICS, estimate
 from mnist_xai.quality.stats import Z, bootstrap_means, interval, proportion_interval, rounded
 
 PASS, FAIL, UNCLEAR, NOT_RUN = "pass", "fail", "inconclusive", "not run"
@@ -46,9 +46,6 @@ ORACLE = "oracle"
 MEMORISED = 0.95  # the permuted-label model must fit this share of its labels (Adebayo et al. trained to fit them)
 COLLAPSED = 0.5  # a randomisation check cannot be read for a method whose maps collapsed on more images than this
 NEIGHBOUR_STEP = 0.1  # threshold sensitivity: each line moved by this share of the gap between its controls
-DEGENERATE_SHARE = 0.5
-"""A method whose maps are constant for at least this share of the explained images is degenerate: never trusted,
-whatever its other scores (a constant map carries no ranking for any check to read)."""
 DEGENERATE_NEIGHBOURS = (0.3, 0.7)
 TOLERANCE_NEIGHBOURS = (0, 1)  # the pointing game also scored exactly and within 1 pixel
 MODEL_FREE = ("random", "edge", "brightness")
