@@ -15,10 +15,6 @@ from mnist_xai.files import atomic_write_json, atomic_write_npz, read_npz
 log = logging.getLogger("quality")
 
 MODEL = Path("models/model.pt")
-RANDOM_MODEL = Path("models/model_random_labels.pt")
-CONTROL_MODEL = Path("models/model_true_labels.pt")
-DECOY_MODEL = Path("models/model_decoy.pt")
-TWIN_MODEL = Path("models/model_no_reliance.pt")
 GROUND_TRUTH = Path("ground_truth/decoy.npz")
 
 
@@ -31,7 +27,7 @@ def main() -> None:
     # imported after the params are checked, so a bad value fails in a fraction of a second
     import torch
 
-    from mnist_xai import decoy
+    from mnist_xai import decoy, replicates
     from mnist_xai.explanation import Explanation
     from mnist_xai.model import load_model
     from mnist_xai.quality.scoring import CueSet, Models, QualitySettings, score_method
@@ -40,30 +36,40 @@ def main() -> None:
     device = resolve_device(p.base.device)
     explanation = Explanation.load(Path("explanations") / f"{method}.npz", method)
     images, _ = data.load_split(Path("data") / p.base.dataset, "test")
-    fields = ("indices", "corners", "labels", "decoy_targets", "twin_targets")
+    fields = ("indices", "corners", "labels", "decoy_targets", "twin_targets", "replicate")
     truth = read_npz(GROUND_TRUTH, "train_decoy", keys=tuple(f"{cue}_{f}" for cue in decoy.CUE_TYPES for f in fields))
     q = p.quality
     explained = len(explanation.maps)
+    count = q.replicates
     settings = QualitySettings(
         n_images=params.clamp("quality.n_images", q.n_images, explained, f"the {explained} explained images"),
-        n_randomisation=params.clamp("quality.n_randomisation", q.n_randomisation, explained,
-                                     f"the {explained} explained images"),
+        n_randomisation=params.clamp("quality.n_randomisation", q.n_randomisation, explained // count,
+                                     f"the {explained} explained images shared by {count} replicates"),
         n_smooth=params.clamp("quality.n_smooth", q.n_smooth, min(explained, q.n_randomisation),
                               "the images of the randomisation checks"),
         smooth_samples=q.smooth_samples, smooth_noise=q.smooth_noise, entropy_bins=q.entropy_bins,
         n_sensitivity=params.clamp("quality.n_sensitivity", q.n_sensitivity, explained,
                                    f"the {explained} explained images"),
         sensitivity_samples=q.sensitivity_samples, sensitivity_radius=q.sensitivity_radius,
-        deletion_step=q.deletion_step, insertion_start=q.insertion_start, blur_sigma=q.blur_sigma, seed=p.base.seed)
-    models = Models(trained=load_model(MODEL, device), decoy=load_model(DECOY_MODEL, device),
-                    no_reliance=load_model(TWIN_MODEL, device), random_labels=load_model(RANDOM_MODEL, device),
-                    true_labels=load_model(CONTROL_MODEL, device))
-    ground_truth = {cue: CueSet(
-        x=data.normalize(decoy.with_cue(images[truth[f"{cue}_indices"]], truth[f"{cue}_corners"],
-                                        truth[f"{cue}_labels"], cue)).to(device),
-        masks=decoy.cue_masks(truth[f"{cue}_corners"]),
-        decoy_targets=torch.as_tensor(truth[f"{cue}_decoy_targets"], device=device),
-        twin_targets=torch.as_tensor(truth[f"{cue}_twin_targets"], device=device)) for cue in decoy.CUE_TYPES}
+        deletion_step=q.deletion_step, insertion_start=q.insertion_start, blur_sigma=q.blur_sigma, seed=p.base.seed,
+        replicates=count,
+        randomisation_seeds=tuple(replicates.seed(p.base.seed, "randomisation", r) for r in range(count)))
+    models = Models(trained=load_model(MODEL, device),
+                    decoy=[load_model(replicates.decoy_model(r), device) for r in range(count)],
+                    no_reliance=[load_model(replicates.no_reliance_model(r), device) for r in range(count)],
+                    random_labels=[load_model(replicates.permuted_label_model(r), device) for r in range(count)],
+                    true_labels=[load_model(replicates.true_label_model(r), device) for r in range(count)])
+
+    def cue_set(cue: str, r: int) -> CueSet:
+        rows = truth[f"{cue}_replicate"] == r
+        corners = truth[f"{cue}_corners"][rows]
+        return CueSet(x=data.normalize(decoy.with_cue(images[truth[f"{cue}_indices"][rows]], corners,
+                                                      truth[f"{cue}_labels"][rows], cue)).to(device),
+                      masks=decoy.cue_masks(corners),
+                      decoy_targets=torch.as_tensor(truth[f"{cue}_decoy_targets"][rows], device=device),
+                      twin_targets=torch.as_tensor(truth[f"{cue}_twin_targets"][rows], device=device))
+
+    ground_truth = {cue: [cue_set(cue, r) for r in range(count)] for cue in decoy.CUE_TYPES}
     x = data.normalize(images[explanation.indices]).to(device)
 
     with tracking.stage_run(f"quality@{method}", p.tracking.experiment,

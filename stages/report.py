@@ -94,9 +94,12 @@ def _baseline(rev: str) -> dict | None:
 
 def _provenance(run, methods) -> list[dict]:
     """For each file the report shows, the MLflow run that wrote it (matched by the file's MD5)."""
+    from mnist_xai import replicates
+
     outputs = [("train", "models/model.pt"), ("evaluate", "metrics/evaluate.json"),
                *[(f"explain@{m}", f"explanations/{m}.npz") for m in methods],
-               ("train_random_labels", "models/model_random_labels.pt"), ("train_decoy", "models/model_decoy.pt"),
+               ("train_random_labels", str(replicates.permuted_label_model(0))),
+               ("train_decoy", str(replicates.decoy_model(0))),
                *[(f"quality@{m}", f"metrics/quality/{m}.json") for m in methods],
                ("verdicts", "metrics/quality.json")]
     rows = []

@@ -27,7 +27,7 @@ def main() -> None:
 
     from mnist_xai.decoy import CUE_TYPES
     from mnist_xai.explanation import load_explanations
-    from mnist_xai.quality.metrics import CUE_PREFIX
+    from mnist_xai.quality.metrics import CUE_PREFIX, replicate_key
     from mnist_xai.quality.metrics import METRICS as TABLE
     from mnist_xai.quality.stats import centred_ranks, rank_correlation, rounded
     from mnist_xai.quality.verdict import Judge, findings
@@ -43,18 +43,22 @@ def main() -> None:
 
     with tracking.stage_run("verdicts", p.tracking.experiment) as run:
         with stage.work():
-            judge = Judge({m: {k: arrays[m][k] for k in keys} for m in methods},
+            judge = Judge({m: {k: arrays[m][k] for k in keys + tuple(replicate_key(key) for key in keys)
+                               if k in arrays[m]} for m in methods},
                           constant_share={m: summaries[m]["constant_share"] for m in methods},
                           random_label_fit=fit, resamples=p.quality.bootstrap_resamples, seed=p.base.seed)
             ranked = judge.verdicts()
             verdicts = [{"method": v.method, "verdict": v.verdict, "reason": v.reason, "rank": rank,
+                         "reported": v.reported, "stable": v.stable, "support": v.support,
+                         "replicates": judge.replicates, "per_replicate": v.per_replicate,
                          "control": v.control, "threshold_sensitive": v.sensitive_to,
                          "evidence": [vars(e) for e in v.evidence]} for rank, v in enumerate(ranked, 1)]
             details = {"verdicts": verdicts, "calibration": judge.calibration(), "neighbours": judge.neighbours(ranked),
                        "meta_evaluation": judge.meta_evaluation(), "findings": findings(judge, ranked),
                        "per_label": judge.per_label({cue: truth[f"{cue}_labels"] for cue in CUE_TYPES}),
                        "chance": decoy["chance"], "pointing_chance": decoy["pointing_chance"],
-                       "pointing_tolerance": decoy["pointing_tolerance"], "random_label_fit": fit}
+                       "pointing_tolerance": decoy["pointing_tolerance"], "random_label_fit": fit,
+                       "replicates": judge.replicates}
             n = min(p.quality.n_images, len(next(iter(explanations.values())).maps))
             ranks = {m: centred_ranks(np.abs(e.maps[:n])) for m, e in explanations.items()}
             agreement = {(a, b): round(float(rank_correlation(ranks[a], ranks[b]).mean()), 6)
@@ -63,6 +67,8 @@ def main() -> None:
         atomic_write_json(METRICS, {"chance": decoy["chance"], "pointing_chance": decoy["pointing_chance"], "methods": {
             m: {**summaries[m]["metrics"], "constant_share": summaries[m]["constant_share"],
                 "degenerate": int(summaries[m]["degenerate"]), "verdict": by_method[m]["verdict"],
+                "reported": by_method[m]["reported"], "stable": int(by_method[m]["stable"]),
+                "support": by_method[m]["support"],
                 "control": int(by_method[m]["control"]),
                 "threshold_sensitive": int(bool(by_method[m]["threshold_sensitive"]))}
             for m in methods}})
@@ -86,7 +92,7 @@ def main() -> None:
         run.set_tags({f"verdict.{v['method']}": v["verdict"] for v in verdicts}
                      | {"output_md5": tracking.file_md5(METRICS)})
     for v in verdicts:
-        log.info("%-22s %-16s %s%s", v["method"] + (" (control)" if v["control"] else ""), v["verdict"], v["reason"],
+        log.info("%-22s %-22s %s%s", v["method"] + (" (control)" if v["control"] else ""), v["reported"], v["reason"],
                  f" [threshold-sensitive: {len(v['threshold_sensitive'])} moves change it]"
                  if v["threshold_sensitive"] else "")
 

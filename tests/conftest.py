@@ -109,17 +109,18 @@ CONTROLS = ["random", "edge", "brightness", "oracle"]  # every pipeline needs th
 PIPELINE_METHODS = ["saliency", "smoothgrad", "gradcam", "scorecam", "guided_backprop", *CONTROLS]
 SMALL_PARAMS = {
     "train": {"n_images": 6000, "epochs": 1},
-    "explain": {"n_images": 20},
-    "quality": {"n_images": 20, "n_randomisation": 20, "n_smooth": 8, "smooth_samples": 4, "n_sensitivity": 8,
-                "sensitivity_samples": 5, "random_label_images": 500, "random_label_epochs": 30,
+    "explain": {"n_images": 24},
+    "quality": {"replicates": 3, "n_images": 20, "n_randomisation": 8, "n_smooth": 3, "smooth_samples": 4,
+                "n_sensitivity": 8, "sensitivity_samples": 5, "random_label_images": 500, "random_label_epochs": 30,
                 "bootstrap_resamples": 500},
-    "decoy": {"n_images": 6000, "epochs": 3, "n_pool": 100, "n_ground_truth": 32, "n_ground_truth_grey": 32},
+    "decoy": {"n_images": 6000, "epochs": 3, "n_pool": 60, "n_ground_truth": 16, "n_ground_truth_grey": 16},
 }
 
 
 def small_params(methods=PIPELINE_METHODS) -> dict:
-    """Params for a quick but real run: 6,000 training images for 1 epoch (~95 % accuracy), 20 explained
-    images, small quality subsets, and `methods` (the controls always added) with their default params from
+    """Params for a quick but real run: 6,000 training images for 1 epoch (~95 % accuracy), 24 explained
+    images, small quality subsets, the default 3 replicates,
+    and `methods` (the controls always added) with their default params from
     params.yaml."""
     import yaml
 
@@ -133,11 +134,12 @@ def small_params(methods=PIPELINE_METHODS) -> dict:
 def quick_params(methods) -> dict:
     """Smaller than small_params, for runs whose checks are about the plumbing (a queue, a store, a server),
     not the verdicts: the trainings see fewer images (the twins as many as in small_params, so that they still
-    learn their cue), with half the channels and one residual block per stage."""
+    learn their cue), with half the channels, one residual block per stage and one replicate."""
     params = small_params(methods)
     params["train"] |= {"n_images": 3000, "channels1": 16, "channels2": 32, "blocks": 1}
     params["decoy"] |= {"n_pool": 80, "n_ground_truth": 16, "n_ground_truth_grey": 16}
-    params["quality"] |= {"random_label_images": 200, "random_label_epochs": 10, "n_randomisation": 10}
+    params["quality"] |= {"replicates": 1, "random_label_images": 200, "random_label_epochs": 10,
+                          "n_randomisation": 10}
     return params
 
 

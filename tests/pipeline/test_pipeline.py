@@ -9,8 +9,10 @@ import torch
 
 from mnist_xai.explanation import Explanation
 from mnist_xai.model import load_model
-from tests.conftest import PIPELINE_METHODS
+from tests.conftest import PIPELINE_METHODS, SMALL_PARAMS
 from tests.helpers import ran_stages
+
+REPLICATES = SMALL_PARAMS["quality"]["replicates"]
 
 SEED_METHODS = ["saliency", "smoothgrad", "gradcam", "scorecam"]
 
@@ -31,8 +33,9 @@ def test_every_output_exists(pipeline):
                 "reports/report.html", "dvc.lock"]
     expected += [f"explanations/{m}.npz" for m in PIPELINE_METHODS]
     expected += [f"metrics/timing/explain/{m}.json" for m in PIPELINE_METHODS]
-    expected += ["models/model_random_labels.pt", "models/model_true_labels.pt", "models/model_decoy.pt",
-                 "models/model_no_reliance.pt", "ground_truth/decoy.npz",
+    expected += [f"models/random_labels/{name}_{r}.pt" for name in ("permuted", "true") for r in range(REPLICATES)]
+    expected += [f"models/decoy/{name}_{r}.pt" for name in ("decoy", "no_reliance") for r in range(REPLICATES)]
+    expected += ["ground_truth/decoy.npz",
                  "metrics/decoy.json", "metrics/quality.json", "quality/verdicts.json", "plots/quality/curves.json",
                  "plots/quality/randomisation.json", "plots/quality/agreement.json"]
     expected += [f"quality/scores/{m}.npz" for m in PIPELINE_METHODS]

@@ -112,10 +112,24 @@ def test_mprt_after_full_randomisation_matches_quantus(cued):
     maps = attribute("saliency", model, x, t).numpy()
     theirs = quantus_call(quantus.MPRT(layer_order="top_down", seed=5, return_last_correlation=True,
                                        disable_warnings=True, display_progressbar=False), model, x, t, maps)
-    randomised = fully_randomised(model, seed=5)
+    randomised = fully_randomised(model, seed=5, independent=False)
     ours = spearman_rows(np.abs(attribute("saliency", randomised, x, t).numpy()), np.abs(maps))
     assert np.ptp(theirs) > 0.05  # per-image values that vary: a real comparison
     assert np.abs(ours - theirs).max() <= TOLERANCE
+
+
+def test_randomised_layers_are_independent_where_quantus_ties_them():
+    """Where we depart from Quantus on purpose: Quantus seeds every layer with the same torch.manual_seed(seed + 1), so
+    two layers of one shape come out identical; ours draws each layer from its own seed."""
+    from torch import nn
+
+    twins = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
+    quantus_like = fully_randomised(twins, seed=5, independent=False)
+    assert torch.equal(quantus_like[0].weight, quantus_like[2].weight)
+    ours = fully_randomised(twins, seed=5)
+    assert not torch.equal(ours[0].weight, ours[2].weight)
+    assert torch.equal(ours[0].weight, fully_randomised(twins, seed=5)[0].weight)  # still seeded
+    assert not torch.equal(ours[0].weight, twins[0].weight)
 
 
 def test_efficient_mprt_matches_quantus(cued):
@@ -124,7 +138,8 @@ def test_efficient_mprt_matches_quantus(cued):
     theirs = quantus_call(quantus.EfficientMPRT(layer_order="top_down", seed=5, complexity_func_kwargs={"n_bins": 100},
                                                 disable_warnings=True, display_progressbar=False),
                           model, x, t, maps)
-    ours = entropy_rise(maps, attribute("saliency", fully_randomised(model, seed=5), x, t).numpy(), bins=100)
+    randomised = fully_randomised(model, seed=5, independent=False)
+    ours = entropy_rise(maps, attribute("saliency", randomised, x, t).numpy(), bins=100)
     assert np.ptp(theirs) > 0.05
     assert np.abs(ours - theirs).max() <= TOLERANCE
 
@@ -156,7 +171,7 @@ def test_smooth_mprt_matches_quantus_given_its_noise(cued):
     arguments = {"n_samples": 4, "noise_magnitude": 0.1, "rng": rng}
     reference = smooth_maps(model, "saliency", {}, x, t, **arguments)
     smooth_maps(model, "saliency", {}, x, t, **arguments)  # Quantus' "original" score consumes these draws
-    randomised = smooth_maps(fully_randomised(model, seed=5), "saliency", {}, x, t, **arguments)
+    randomised = smooth_maps(fully_randomised(model, seed=5, independent=False), "saliency", {}, x, t, **arguments)
     ours = spearman_rows(np.abs(randomised), np.abs(reference))
     assert np.ptp(theirs) > 0.05
     assert np.abs(ours - theirs).max() <= TOLERANCE
@@ -169,7 +184,7 @@ def test_our_smooth_mprt_draws_the_same_noise_for_both_models_where_quantus_draw
     model differs, and the edge map scores exactly 1, as a model-free control must."""
     model, x, t, _ = cued
     x, t = x[:8], t[:8]
-    randomised = fully_randomised(model, seed=5)
+    randomised = fully_randomised(model, seed=5, independent=False)
     arguments = {"n_samples": 4, "noise_magnitude": 0.1}
     ours = [smooth_maps(m, "edge", {}, x, t, rng=np.random.RandomState(11), **arguments) for m in (model, randomised)]
     assert np.all(spearman_rows(np.abs(ours[1]), np.abs(ours[0])) == 1.0)

@@ -22,7 +22,7 @@ OUTPUTS = {  # what each stage writes, which a failed run must leave untouched
     "train": ["models/model.pt", "metrics/train.json", "plots/train/history.csv"],
     "evaluate": ["metrics/evaluate.json", "predictions/misclassified.json"],
     "explain": ["explanations/saliency.npz", "explanations/smoothgrad.npz", "explanations/gradcam.npz"],
-    "train_decoy": ["models/model_decoy.pt", "models/model_no_reliance.pt", "metrics/decoy.json",
+    "train_decoy": ["models/decoy/decoy_0.pt", "models/decoy/no_reliance_0.pt", "metrics/decoy.json",
                     "ground_truth/decoy.npz"],
     "quality": ["quality/scores/saliency.npz", "metrics/quality/saliency.json"],
     "verdicts": ["metrics/quality.json", "quality/verdicts.json", "plots/quality/curves.json"],

@@ -81,12 +81,12 @@ def test_a_full_run_connects_to_nothing_but_loopback(sqlite_server_run):
     assert attempts == "", f"connections beyond loopback were attempted:\n{attempts}"
 
 
-DETERMINISTIC = ["models/model.pt", "models/model_random_labels.pt", "models/model_true_labels.pt",
-                 "models/model_no_reliance.pt", "metrics/train.json", "metrics/evaluate.json",
+DETERMINISTIC = ["models/model.pt", "models/random_labels/permuted_0.pt", "models/random_labels/true_0.pt",
+                 "models/decoy/no_reliance_0.pt", "metrics/train.json", "metrics/evaluate.json",
                  "metrics/quality.json", "metrics/train_random_labels.json", "plots/train/history.csv",
                  "plots/evaluate/confusion.json", "predictions/misclassified.json", "plots/quality/curves.json",
                  "plots/quality/randomisation.json", "plots/quality/agreement.json", "quality/verdicts.json",
-                 "models/model_decoy.pt", "metrics/decoy.json", "ground_truth/decoy.npz"] + [
+                 "models/decoy/decoy_0.pt", "metrics/decoy.json", "ground_truth/decoy.npz"] + [
     f"{folder}/{m}.{ext}" for m in METHODS
     for folder, ext in (("explanations", "npz"), ("quality/scores", "npz"), ("metrics/quality", "json"))]
 

@@ -117,14 +117,45 @@ KEY_SCORES = ("gt_reliance", "gt_pointing", "fam_mass", "deletion_auc", "inserti
 """The scores shown beside a verdict where there is room for a few only (the explain page, the study)."""
 
 
+def replicate_key(key: str) -> str:
+    """The per-image replicate ids of a metric's values (which decoy twin, randomised network, permuted-label network
+    or image subset each value came from); absent for a metric with one draw (the trained model's)."""
+    return f"{key}_replicate"
+
+
 def estimate(values: dict[str, np.ndarray], key: str, resamples: int, seed: int) -> tuple[float, float, float]:
-    """A metric's value and 95 % interval from per-image values, with the interval its kind calls for."""
-    from mnist_xai.quality.stats import interval, paired_proportion_difference, proportion_interval
+    """A metric's value and 95 % interval from per-image values, with the interval its kind calls for; where the
+    values come from several replicates, the hierarchical interval that covers them too (stats.py)."""
+    from mnist_xai.quality.stats import (
+        hierarchical_interval,
+        interval,
+        paired_proportion_difference,
+        proportion_interval,
+    )
 
     metric = BY_KEY[key]
     if metric.kind == "proportion":
-        return proportion_interval(values[key])
-    if metric.kind == "difference":
+        exact = proportion_interval(values[key])
+    elif metric.kind == "difference":
         first, second = (np.asarray(values[part], dtype=bool) for part in metric.parts)
-        return paired_proportion_difference(first, second)
-    return interval(values[key], resamples, seed)
+        exact = paired_proportion_difference(first, second)
+    else:
+        exact = interval(values[key], resamples, seed)
+    replicates = values.get(replicate_key(key))
+    if replicates is None:
+        return exact
+    return hierarchical_interval(values[key], replicates, exact, resamples, seed)
+
+
+def of_replicate(values: dict[str, np.ndarray], replicate: int) -> dict[str, np.ndarray]:
+    """One replicate's share of a method's per-image values: a replicated metric keeps that replicate's images, a
+    metric with one draw keeps them all."""
+    kept = {}
+    for key, array in values.items():
+        if key.endswith("_replicate"):
+            continue
+        ids = values.get(replicate_key(key))
+        if ids is None and key.endswith("_distance"):  # the pointing distances go with their pointing game
+            ids = values.get(replicate_key(key.replace("_distance", "_pointing")))
+        kept[key] = array if ids is None else np.asarray(array)[np.asarray(ids) == replicate]
+    return kept

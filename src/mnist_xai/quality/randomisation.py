@@ -15,8 +15,10 @@ randomised? An explanation that survives randomisation explains the input, not t
   matched control, the same network trained the same way (images, steps, seed) on the true labels, so that
   the check compares what was learned, not how long.
 
-Layers are re-initialised as Quantus 0.6 does it (each with torch.manual_seed(seed + 1), then the layer's
-own reset_parameters), so that given the same seed both randomise to the same network.
+Layers are re-initialised with the layer's own reset_parameters, as Quantus 0.6 does, but each layer from its own
+seed (layer_seed): Quantus seeds every layer with torch.manual_seed(seed + 1), so layers of the same shape get
+identical weights (the ResNet's blocks), which ties them together in a way no trained or freshly initialised network
+is. `independent=False` reproduces Quantus' network exactly, for the oracle tests.
 """
 
 from __future__ import annotations
@@ -50,24 +52,31 @@ def parameter_layers(model: nn.Module) -> list[str]:
 
 
 def randomise_layer(module: nn.Module, seed: int) -> None:
-    """Re-draw a layer's parameters from its own default initialisation, as Quantus does (seed + 1)."""
+    """Re-draw a layer's parameters from its own default initialisation, with torch.manual_seed(seed + 1) (Quantus'
+    offset)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)
         module.reset_parameters()
 
 
-def cascade(model: nn.Module, seed: int) -> Iterator[tuple[list[str], nn.Module]]:
-    """A copy of the model with its parameter layers randomised one more at a time, from the top."""
+def layer_seed(seed: int, step: int) -> int:
+    """The seed of the step-th layer randomised (top first): an independent stream per layer."""
+    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0] >> 1)
+
+
+def cascade(model: nn.Module, seed: int, independent: bool = True) -> Iterator[tuple[list[str], nn.Module]]:
+    """A copy of the model with its parameter layers randomised one more at a time, from the top; each layer from
+    its own seed, or (independent=False) all from the same one, as Quantus does."""
     randomised = copy.deepcopy(model)
     layers = parameter_layers(randomised)
     for step, name in enumerate(layers):
-        randomise_layer(randomised.get_submodule(name), seed)
+        randomise_layer(randomised.get_submodule(name), layer_seed(seed, step) if independent else seed)
         yield layers[:step + 1], randomised
 
 
-def fully_randomised(model: nn.Module, seed: int) -> nn.Module:
+def fully_randomised(model: nn.Module, seed: int, independent: bool = True) -> nn.Module:
     """A copy of the model with every parameter layer randomised (the cascade's last step)."""
-    return list(cascade(model, seed))[-1][1]
+    return list(cascade(model, seed, independent))[-1][1]
 
 
 def redrawn(method: str, params: dict, step: int) -> dict:

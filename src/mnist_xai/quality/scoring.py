@@ -18,7 +18,7 @@ from mnist_xai.quality.localisation import (
     relevance_mass_accuracy,
     relevance_rank_accuracy,
 )
-from mnist_xai.quality.metrics import CUE_PREFIX, DEGENERATE_SHARE, METRICS, estimate
+from mnist_xai.quality.metrics import CUE_PREFIX, DEGENERATE_SHARE, METRICS, estimate, replicate_key
 from mnist_xai.quality.randomisation import (
     RandomisationCurve,
     cascading_randomisation,
@@ -39,8 +39,8 @@ METRIC_KEYS = tuple(metric.key for metric in METRICS)
 @dataclass(frozen=True)
 class QualitySettings:
     n_images: int  # explained images for deletion/insertion and sparseness
-    n_randomisation: int  # images for MPRT, Efficient MPRT and data randomisation
-    n_smooth: int  # images for Smooth MPRT
+    n_randomisation: int  # images per replicate for MPRT, Efficient MPRT and data randomisation
+    n_smooth: int  # images per replicate for Smooth MPRT
     smooth_samples: int  # noisy copies averaged per Smooth MPRT map
     smooth_noise: float  # their noise std, as a fraction of the image's range
     entropy_bins: int  # histogram bins of Efficient MPRT
@@ -51,11 +51,14 @@ class QualitySettings:
     insertion_start: str
     blur_sigma: float
     seed: int
+    replicates: int = 1
+    randomisation_seeds: tuple[int, ...] = ()  # per replicate: the randomised networks' seed (default: seed)
 
 
 @dataclass
 class CueSet:
-    """Test images carrying one cue type, on which the cue provably dominates the decoy twin's decision."""
+    """Test images carrying one cue type, on which the cue provably dominates the decoy twin's decision (one
+    replicate's twins and images)."""
 
     x: torch.Tensor  # normalised images with the cue [g, 1, H, W]
     masks: np.ndarray  # bool [g, H, W]: the cue
@@ -65,11 +68,13 @@ class CueSet:
 
 @dataclass
 class Models:
+    """The trained model, and per replicate (replicates.py) the auxiliary networks of the checks."""
+
     trained: nn.Module
-    decoy: nn.Module  # relies on the planted cue
-    no_reliance: nn.Module  # saw the cue in training, coding a random label: never uses it
-    random_labels: nn.Module  # trained on permuted labels
-    true_labels: nn.Module  # its matched control: the same training on the true labels
+    decoy: list[nn.Module]  # relies on the planted cue
+    no_reliance: list[nn.Module]  # saw the cue in training, coding a random label: never uses it
+    random_labels: list[nn.Module]  # trained on permuted labels
+    true_labels: list[nn.Module]  # their matched controls: the same training on the true labels
 
 
 @dataclass
@@ -99,28 +104,36 @@ class MethodScores:
                 "mprt_layers": self.randomisation.layers}
 
 
-def score_ground_truth(models: Models, method: str, params: dict, sets: dict[str, CueSet], seed: int
+def score_ground_truth(models: Models, method: str, params: dict, sets: dict[str, list[CueSet]], seed: int
                        ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Per cue type, the decoy twin's and the no-reliance twin's maps of the same cued images, scored against the
-    cue: pointing (the distance, and hits within the tolerance and exactly), mass and rank; and the first maps."""
+    """Per cue type and replicate, the decoy twin's and the no-reliance twin's maps of the same cued images, scored
+    against the cue: pointing (the distance, and hits within the tolerance and exactly), mass and rank, each image
+    with its replicate; and the first replicate's first maps."""
     from mnist_xai.attribution import attribute
 
-    values, examples = {}, {}
-    for cue, g in sets.items():
+    values: dict[str, list[np.ndarray]] = {}
+    examples = {}
+    for cue, replicate_sets in sets.items():
         p = CUE_PREFIX[cue]
-        decoy_maps = attribute(method, models.decoy, g.x, g.decoy_targets, **params).cpu().numpy()
-        twin_maps = attribute(method, models.no_reliance, g.x, g.twin_targets, **params).cpu().numpy()
-        values[f"{p}gt_distance"] = pointing_distance(decoy_maps, g.masks, seed)
-        values[f"{p}fam_distance"] = pointing_distance(twin_maps, g.masks, seed)
-        values[f"{p}gt_pointing"] = (values[f"{p}gt_distance"] <= POINTING_TOLERANCE).astype(np.float64)
-        values[f"{p}gt_pointing_exact"] = (values[f"{p}gt_distance"] == 0).astype(np.float64)
-        values[f"{p}fam_pointing"] = (values[f"{p}fam_distance"] <= POINTING_TOLERANCE).astype(np.float64)
-        values[f"{p}gt_reliance"] = values[f"{p}gt_pointing"] - values[f"{p}fam_pointing"]
-        values[f"{p}gt_mass"] = relevance_mass_accuracy(decoy_maps, g.masks)
-        values[f"{p}gt_rank"] = relevance_rank_accuracy(decoy_maps, g.masks, seed)
-        values[f"{p}fam_mass"] = relevance_mass_accuracy(twin_maps, g.masks)
-        examples[f"{cue}_decoy"], examples[f"{cue}_twin"] = decoy_maps[:EXAMPLES], twin_maps[:EXAMPLES]
-    return values, examples
+        for r, g in enumerate(replicate_sets):
+            decoy_maps = attribute(method, models.decoy[r], g.x, g.decoy_targets, **params).cpu().numpy()
+            twin_maps = attribute(method, models.no_reliance[r], g.x, g.twin_targets, **params).cpu().numpy()
+            one = {f"{p}gt_distance": pointing_distance(decoy_maps, g.masks, seed),
+                   f"{p}fam_distance": pointing_distance(twin_maps, g.masks, seed)}
+            one[f"{p}gt_pointing"] = (one[f"{p}gt_distance"] <= POINTING_TOLERANCE).astype(np.float64)
+            one[f"{p}gt_pointing_exact"] = (one[f"{p}gt_distance"] == 0).astype(np.float64)
+            one[f"{p}fam_pointing"] = (one[f"{p}fam_distance"] <= POINTING_TOLERANCE).astype(np.float64)
+            one[f"{p}gt_reliance"] = one[f"{p}gt_pointing"] - one[f"{p}fam_pointing"]
+            one[f"{p}gt_mass"] = relevance_mass_accuracy(decoy_maps, g.masks)
+            one[f"{p}gt_rank"] = relevance_rank_accuracy(decoy_maps, g.masks, seed)
+            one[f"{p}fam_mass"] = relevance_mass_accuracy(twin_maps, g.masks)
+            for key in [k for k in one if not k.endswith("_distance")]:
+                one[replicate_key(key)] = np.full(len(g.masks), r, dtype=np.int16)
+            for key, array in one.items():
+                values.setdefault(key, []).append(array)
+            if r == 0:
+                examples[f"{cue}_decoy"], examples[f"{cue}_twin"] = decoy_maps[:EXAMPLES], twin_maps[:EXAMPLES]
+    return {key: np.concatenate(parts) for key, parts in values.items()}, examples
 
 
 def score_method(models: Models, method: str, params: dict, x: torch.Tensor, targets: torch.Tensor,
@@ -129,7 +142,8 @@ def score_method(models: Models, method: str, params: dict, x: torch.Tensor, tar
     """All metrics of one method. `x`, `targets`, `predictions` and `maps` describe the same explained images,
     in the same order; `params` are the method's attribute() params. Each metric uses the first n of them."""
     s = settings
-    n, r, m = (min(len(x), k) for k in (s.n_images, s.n_randomisation, s.n_sensitivity))
+    n, m = (min(len(x), k) for k in (s.n_images, s.n_sensitivity))
+    r = min(len(x) // s.replicates, s.n_randomisation)  # images per replicate, each replicate its own
     smooth = min(r, s.n_smooth)
     seconds: dict[str, float] = {}
 
@@ -146,30 +160,44 @@ def score_method(models: Models, method: str, params: dict, x: torch.Tensor, tar
     values["deletion_auc"], values["insertion_auc"] = curves.deletion_auc, curves.insertion_auc
     timed("faithfulness", started)
 
-    started = time.perf_counter()
-    cascade = cascading_randomisation(models.trained, method, params, x[:r], targets[:r], maps[:r], seed=s.seed)
-    digit = digit_pixels(x[:r])
-    values["mprt_rho"] = rank_similarity(cascade.final_maps, maps[:r])
-    values["mprt_collapsed"] = constant_maps(cascade.final_maps).astype(np.float64)
-    values["mprt_digit_rho"] = rank_similarity(cascade.final_maps, maps[:r], digit)
-    values["emprt_rise"] = entropy_rise(maps[:r], cascade.final_maps, s.entropy_bins)
-    timed("model_randomisation", started)
+    # the randomisation checks, per replicate: its own randomised networks, permuted-label pair and images
+    parts: dict[str, list[np.ndarray]] = {}
+    cascades = []
+    for rep in range(s.replicates):
+        images = slice(rep * r, (rep + 1) * r)
+        xr, tr, mr = x[images], targets[images], maps[images]
+        network_seed = s.randomisation_seeds[rep] if s.randomisation_seeds else s.seed
+        started = time.perf_counter()
+        cascade = cascading_randomisation(models.trained, method, params, xr, tr, mr, seed=network_seed)
+        cascades.append(cascade)
+        digit = digit_pixels(xr)
+        one = {"mprt_rho": rank_similarity(cascade.final_maps, mr),
+               "mprt_collapsed": constant_maps(cascade.final_maps).astype(np.float64),
+               "mprt_digit_rho": rank_similarity(cascade.final_maps, mr, digit),
+               "emprt_rise": entropy_rise(mr, cascade.final_maps, s.entropy_bins)}
+        timed("model_randomisation", started)
 
-    started = time.perf_counter()
-    randomised = fully_randomised(models.trained, s.seed)
-    # the same noisy copies for both models (a fresh stream each): only the model differs between the two maps
-    smooth_args = {"n_samples": s.smooth_samples, "noise_magnitude": s.smooth_noise}
-    smooth_trained = smooth_maps(models.trained, method, params, x[:smooth], targets[:smooth],
-                                 rng=np.random.RandomState(s.seed), **smooth_args)
-    smooth_random = smooth_maps(randomised, method, params, x[:smooth], targets[:smooth],
-                                rng=np.random.RandomState(s.seed), draw=s.smooth_samples, **smooth_args)
-    values["smprt_rho"] = rank_similarity(smooth_random, smooth_trained, digit[:smooth])
-    timed("smooth_mprt", started)
+        started = time.perf_counter()
+        randomised = fully_randomised(models.trained, network_seed)
+        # the same noisy copies for both models (a fresh stream each): only the model differs between the two maps
+        smooth_args = {"n_samples": s.smooth_samples, "noise_magnitude": s.smooth_noise}
+        smooth_trained = smooth_maps(models.trained, method, params, xr[:smooth], tr[:smooth],
+                                     rng=np.random.RandomState(network_seed), **smooth_args)
+        smooth_random = smooth_maps(randomised, method, params, xr[:smooth], tr[:smooth],
+                                    rng=np.random.RandomState(network_seed), draw=s.smooth_samples, **smooth_args)
+        one["smprt_rho"] = rank_similarity(smooth_random, smooth_trained, digit[:smooth])
+        timed("smooth_mprt", started)
 
-    started = time.perf_counter()
-    values["data_rho"] = data_randomisation(models.random_labels, models.true_labels, method, params, x[:r],
-                                            targets[:r])
-    timed("data_randomisation", started)
+        started = time.perf_counter()
+        one["data_rho"] = data_randomisation(models.random_labels[rep], models.true_labels[rep], method, params, xr,
+                                             tr)
+        timed("data_randomisation", started)
+        for key in list(one):
+            one[replicate_key(key)] = np.full(len(one[key]), rep, dtype=np.int16)
+        for key, array in one.items():
+            parts.setdefault(key, []).append(array)
+    values |= {key: np.concatenate(arrays) for key, arrays in parts.items()}
+    cascade = combined(cascades)
 
     started = time.perf_counter()
     values["max_sensitivity"] = max_sensitivity(models.trained, method, params, x[:m], targets[:m], maps[:m],
@@ -180,3 +208,21 @@ def score_method(models: Models, method: str, params: dict, x: torch.Tensor, tar
     return MethodScores(method=method, values=values, curves=curves, randomisation=cascade,
                         constant_share=float(constant_maps(maps).mean()), ground_truth_examples=examples,
                         seconds=seconds)
+
+
+def combined(cascades: list[RandomisationCurve]) -> RandomisationCurve:
+    """The replicates' cascades as one curve: each step's mean rho and collapsed share over every image (weighted by
+    the replicate's images); the examples and layers of the first replicate."""
+    first = cascades[0]
+    sizes = np.array([len(c.final_maps) for c in cascades], dtype=np.float64)
+
+    def pooled(curves: list[np.ndarray]) -> np.ndarray:
+        stacked = np.stack(curves)
+        weights = np.where(np.isnan(stacked), 0.0, sizes[:, None])
+        total = weights.sum(axis=0)
+        return np.divide((np.nan_to_num(stacked) * weights).sum(axis=0), total, out=np.full(total.shape, np.nan),
+                         where=total > 0)
+
+    return RandomisationCurve(layers=first.layers, correlation=pooled([c.correlation for c in cascades]),
+                              constant_fraction=pooled([c.constant_fraction for c in cascades]),
+                              examples=first.examples, final_maps=np.concatenate([c.final_maps for c in cascades]))

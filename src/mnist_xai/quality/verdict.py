@@ -37,8 +37,24 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mnist_xai.attribution.registry import CONTROLS
-from mnist_xai.quality.metrics import BY_KEY, CUE_PREFIX, DEGENERATE_SHARE, GROUND_TRUTH, METRICS, estimate
-from mnist_xai.quality.stats import Z, bootstrap_means, interval, proportion_interval, rounded
+from mnist_xai.quality.metrics import (
+    BY_KEY,
+    CUE_PREFIX,
+    DEGENERATE_SHARE,
+    GROUND_TRUTH,
+    METRICS,
+    estimate,
+    of_replicate,
+    replicate_key,
+)
+from mnist_xai.quality.stats import (
+    Z,
+    bootstrap_means,
+    hierarchical_interval,
+    interval,
+    proportion_interval,
+    rounded,
+)
 
 PASS, FAIL, UNCLEAR, NOT_RUN = "pass", "fail", "inconclusive", "not run"
 VERDICT_ORDER = ("trust", "use with care", "too weak to call", "do not trust")
@@ -181,11 +197,37 @@ class Evidence:
 @dataclass
 class Verdict:
     method: str
-    verdict: str
+    verdict: str  # decided on the intervals over every replicate
     reason: str
     evidence: list[Evidence] = field(default_factory=list)
     sensitive_to: list[str] = field(default_factory=list)  # threshold moves that change the verdict
     control: bool = False
+    per_replicate: list[str] = field(default_factory=list)  # the verdict each replicate reaches on its own evidence
+
+    @property
+    def support(self) -> int:
+        """How many replicates reach the verdict on their own."""
+        return sum(v == self.verdict for v in self.per_replicate)
+
+    @property
+    def stable(self) -> bool:
+        return stable(self.support, len(self.per_replicate))
+
+    @property
+    def reported(self) -> str:
+        """What the user is told: the verdict with its support, or "unstable" where too few replicates reach it."""
+        count = len(self.per_replicate)
+        if count <= 1:
+            return self.verdict
+        return f"{self.verdict} ({self.support}/{count})" if self.stable else f"unstable ({self.support}/{count})"
+
+
+def stable(support: int, replicates: int) -> bool:
+    """The bar: a strict majority of the replicates reach the verdict on their own evidence. Each replicate is an
+    independent draw of the twins, the ground-truth images and the randomised and permuted-label networks, so a
+    verdict most of them reach is the one a re-run most likely reaches too; below a majority, a re-run is about as
+    likely to say something else (2 of 3 at the default; 1 replicate: always stable, with no support to show)."""
+    return replicates <= 1 or 2 * support > replicates
 
 
 class Judge:
@@ -193,7 +235,7 @@ class Judge:
     values}}, with the pointing distances)."""
 
     def __init__(self, values: dict[str, dict[str, np.ndarray]], *, constant_share: dict[str, float],
-                 random_label_fit: float, resamples: int, seed: int):
+                 random_label_fit: float, resamples: int, seed: int, thresholds: dict[str, Threshold] | None = None):
         missing = [control for control in CONTROLS if control not in values]
         if missing:
             raise ValueError(f"the verdicts need the controls' scores: {', '.join(missing)} missing")
@@ -203,7 +245,21 @@ class Judge:
         self.resamples = resamples
         self.seed = seed
         self._estimates: dict[tuple[str, str], tuple[float, float, float]] = {}
-        self.thresholds = self._calibrate(self.values)
+        self.thresholds = thresholds or self._calibrate(self.values)
+        ids = [np.max(v[replicate_key("gt_reliance")]) for v in values.values() if replicate_key("gt_reliance") in v]
+        self.replicates = int(max(ids)) + 1 if ids else 1
+        self._per_replicate: list[Judge] | None = None
+
+    def replicate_judges(self) -> list[Judge]:
+        """One judge per replicate: that replicate's evidence alone (and the trained model's, which every replicate
+        shares), against the lines calibrated on all of them."""
+        if self._per_replicate is None:
+            self._per_replicate = [] if self.replicates <= 1 else [
+                Judge({m: of_replicate(v, r) for m, v in self.values.items()}, constant_share=self.constant_share,
+                      random_label_fit=self.random_label_fit, resamples=self.resamples, seed=self.seed,
+                      thresholds=self.thresholds)
+                for r in range(self.replicates)]
+        return self._per_replicate
 
     # --- estimates and lines --------------------------------------------------------------------------------
 
@@ -274,7 +330,9 @@ class Judge:
             reason = (f"degenerate: {100 * self.constant_share[method]:.0f} % of its maps are constant, and a "
                       "constant map has no ranking to check")
         changes = [f"{move}: {moved}" for move, moved in self.threshold_moves(method).items() if moved != verdict]
-        return Verdict(method, verdict, reason, self.evidence(method), changes, control=method in CONTROLS)
+        per_replicate = [judge._decide(method, judge.thresholds)[0] for judge in self.replicate_judges()]
+        return Verdict(method, verdict, reason, self.evidence(method), changes, control=method in CONTROLS,
+                       per_replicate=per_replicate)
 
     def threshold_moves(self, method: str) -> dict[str, str]:
         """The verdict with each threshold moved to its neighbours, one at a time: every calibrated line by a tenth
@@ -331,11 +389,19 @@ class Judge:
         rows = []
         methods = [v for v in ranked if not v.control]
         for first, second in zip(methods, methods[1:], strict=False):
-            difference = interval(self.values[first.method]["gt_reliance"] - self.values[second.method]["gt_reliance"],
-                                  self.resamples, self.seed)
+            difference = self.paired_difference(first.method, second.method, "gt_reliance")
             rows.append({"a": first.method, "b": second.method, "difference": [rounded(v) for v in difference],
                          "indistinguishable": difference[1] <= 0 <= difference[2]})
         return rows
+
+    def paired_difference(self, a: str, b: str, key: str) -> tuple[float, float, float]:
+        """Mean of a's values minus b's on the same images, with a 95 % interval over images and, where the key is
+        replicated, over replicates too."""
+        difference = np.asarray(self.values[a][key], dtype=np.float64) - np.asarray(self.values[b][key],
+                                                                                   dtype=np.float64)
+        exact = interval(difference, self.resamples, self.seed)
+        ids = self.values[a].get(replicate_key(key))
+        return exact if ids is None else hierarchical_interval(difference, ids, exact, self.resamples, self.seed)
 
     def per_label(self, labels: dict[str, np.ndarray]) -> dict[str, dict[str, dict[str, list]]]:
         """The pointing game on the decoy model per label and cue type, with Wilson intervals: {cue: {method:
@@ -432,9 +498,8 @@ def findings(judge: Judge, verdicts: list[Verdict]) -> list[dict]:
     rows = []
     have = set(judge.values)
     if {"guided_backprop", "saliency", "gradcam"} <= have:
-        mprt = {m: judge.values[m]["mprt_rho"] for m in ("guided_backprop", "saliency", "gradcam")}
-        first = interval(mprt["guided_backprop"] - mprt["saliency"], judge.resamples, judge.seed)
-        second = interval(mprt["saliency"] - mprt["gradcam"], judge.resamples, judge.seed)
+        first = judge.paired_difference("guided_backprop", "saliency", "mprt_rho")
+        second = judge.paired_difference("saliency", "gradcam", "mprt_rho")
         outcome = ("too weak to call" if np.isnan(first[0]) or np.isnan(second[0]) else
                    "reproduces" if first[1] > 0 and second[1] > 0 else
                    "does not reproduce" if first[2] < 0 or second[2] < 0 else "too weak to call")

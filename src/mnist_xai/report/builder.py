@@ -139,6 +139,7 @@ def _quality_context(inputs: ReportInputs) -> dict[str, Any]:
         "chance": inputs.quality["chance"],
         "pointing_chance": inputs.verdicts["pointing_chance"],
         "pointing_tolerance": inputs.verdicts["pointing_tolerance"],
+        "replicates": inputs.verdicts.get("replicates", 1),
         "metrics": METRICS,
         "table_metrics": [m for m in METRICS if m.group != GROUND_TRUTH or m.key in KEY_SCORES],
         "ground_truth_metrics": [m for m in METRICS if m.group == GROUND_TRUTH],
