@@ -274,6 +274,55 @@ def run_study(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# stability
+
+
+def seed_list(text: str) -> list[int]:
+    """'0-4' or '0,1,2' (or both: '0-4,10')."""
+    seeds = []
+    try:
+        for part in text.split(","):
+            first, _, last = part.strip().partition("-")
+            seeds += list(range(int(first), int(last) + 1)) if last else [int(first)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds {text!r}: give whole numbers such as 0-4 or 0,1,2") from None
+    if len(set(seeds)) < 2 or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"--seeds {text!r}: give at least two different seeds, none negative")
+    return sorted(set(seeds))
+
+
+def add_stability_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seeds", type=seed_list, default=seed_list("0-4"),
+                        help="the base.seed values, each a full default run: 0-4 (default), 0,1,2, 0-9")
+    parser.add_argument("--jobs", type=int, default=1, help="experiments run at a time (default 1)")
+    parser.add_argument("--no-run", action="store_true", help="only analyse the seed-S experiments already run")
+    parser.add_argument("--root", type=Path, default=Path("."), help="the DVC repository (default: .)")
+    parser.add_argument("--out", type=Path, help="the results (default: ROOT/reports/stability.json)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each step")
+
+
+def run_stability(args: argparse.Namespace) -> None:
+    from mnist_xai import stability
+    from mnist_xai.files import atomic_write_json
+
+    root = args.root.resolve()
+    if not (root / "dvc.yaml").is_file():
+        raise UserError(f"{root} is not this pipeline's repository (no dvc.yaml): pass --root")
+    if args.jobs < 1:
+        raise UserError(f"--jobs {args.jobs}: run at least one experiment at a time")
+    if not args.no_run:
+        stability.run_seeds(root, args.seeds, args.jobs)
+    result = stability.analyse(stability.collect(root, args.seeds))
+    out = args.out or root / "reports" / "stability.json"
+    try:
+        atomic_write_json(out, result)
+    except OSError as error:
+        raise UserError(f"cannot write {out}: {error.strerror or error}") from None
+    print("\n".join(stability.summary_lines(result)))
+    print(f"wrote {out}")
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The command line
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None]]] = {
@@ -281,6 +330,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
                 add_explain_arguments, run_explain),
     "study": ("a page comparing a grid of DVC experiments (dataset x architecture): which verdicts transfer",
               add_study_arguments, run_study),
+    "stability": ("re-run the default pipeline with several base.seed values: do the verdicts and intervals hold?",
+                  add_stability_arguments, run_stability),
 }
 
 

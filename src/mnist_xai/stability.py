@@ -1,0 +1,164 @@
+"""The stability study: does a re-run with another seed give the same verdicts, inside the same intervals?
+
+S full default runs that differ only in `base.seed` (the trained model re-trained too), queued as DVC experiments
+(`dvc exp run --queue`, DVC's cache shared, as the grid is), then per method: how often the reported verdict agrees
+across the seeds, whether two disjoint halves of the seeds report the same verdicts, whether the controls get their
+known answers in every seed, and the leave-one-seed-out coverage of the intervals: the share of one seed's point
+estimates that fall inside another seed's 95 % interval, over every ordered pair of seeds.
+Not part of `dvc repro`: `mnist-xai stability` runs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from mnist_xai.errors import UserError
+
+log = logging.getLogger(__name__)
+
+COVERED = ("gt_pointing", "gt_mass", "deletion_auc", "insertion_auc")
+"""The statistics whose intervals the study checks against the other seeds' estimates."""
+EXPECTED = {"oracle": "trust", "random": "do not trust", "edge": "do not trust", "brightness": "do not trust"}
+PREFIX = "seed-"
+
+
+def experiment_name(seed: int) -> str:
+    return f"{PREFIX}{seed}"
+
+
+def reported(row: dict) -> str:
+    """The verdict the user is told: "unstable" where too few replicates reach it, else the verdict itself."""
+    return row["verdict"] if row.get("stable", 1) else "unstable"
+
+
+def run_seeds(root: Path, seeds: list[int], jobs: int, timeout: float = 6 * 3600) -> None:
+    """Queue one full run per seed not already done (`dvc exp run --queue -n seed-S -S base.seed=S`), run the queue
+    `jobs` at a time and wait for it, with one line per finished experiment."""
+    from mnist_xai.study import list_experiments
+
+    def dvc(*args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
+        if result.returncode != 0:
+            detail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise UserError(f"`dvc {' '.join(args)}` failed in {root}: {detail}")
+        return result
+
+    done = {e["name"] for e in list_experiments(root) if not e.get("error")}
+    queued = [seed for seed in seeds if experiment_name(seed) not in done]
+    for seed in queued:
+        dvc("exp", "run", "--queue", "-n", experiment_name(seed), "-S", f"base.seed={seed}")
+    if not queued:
+        return
+    log.info("queued %d runs (%s); running %d at a time", len(queued), ", ".join(map(str, queued)), jobs)
+    dvc("queue", "start", "-j", str(jobs))
+    from tqdm.auto import tqdm
+
+    started = time.monotonic()
+    with tqdm(total=len(queued), desc="stability runs", unit="run") as bar:
+        while time.monotonic() - started < timeout:
+            status = dvc("queue", "status").stdout
+            finished = sum(status.count(word) for word in ("Success", "Failed"))
+            bar.update(max(0, min(finished, len(queued)) - bar.n))
+            if "Queued" not in status and "Running" not in status:
+                break
+            time.sleep(10)
+        else:
+            raise UserError(f"the stability runs did not finish in {timeout / 3600:.0f} h: see `dvc queue status`")
+
+
+def collect(root: Path, seeds: list[int]) -> dict[int, dict]:
+    """Each seed's metrics/quality.json, read from its DVC experiment; a missing or failed one is named."""
+    from mnist_xai.study import list_experiments
+
+    by_name = {e["name"]: e for e in list_experiments(root)}
+    runs, missing = {}, []
+    for seed in seeds:
+        experiment = by_name.get(experiment_name(seed))
+        quality = (experiment or {}).get("metrics", {}).get("metrics/quality.json") if experiment else None
+        if experiment is None or experiment.get("error") or not quality:
+            missing.append(experiment_name(seed))
+            continue
+        runs[seed] = quality
+    if missing:
+        raise UserError(f"no finished results for {', '.join(missing)} in {root}: run `mnist-xai stability` "
+                        "without --no-run, or see `dvc queue logs <name>`")
+    return runs
+
+
+def analyse(runs: dict[int, dict]) -> dict[str, Any]:
+    """Agreement, disjoint halves, controls and coverage over the runs {seed: metrics/quality.json}."""
+    seeds = sorted(runs)
+    methods = [m for m in runs[seeds[0]]["methods"] if all(m in runs[s]["methods"] for s in seeds)]
+    compared = [m for m in methods if m not in EXPECTED]
+    rows = []
+    for method in compared:
+        told = [reported(runs[s]["methods"][method]) for s in seeds]
+        modal, count = Counter(told).most_common(1)[0]
+        rows.append({"method": method, "reported": dict(zip(map(str, seeds), told, strict=True)),
+                     "identical": len(set(told)) == 1, "modal": modal, "agreement": count / len(seeds),
+                     "unstable": told.count("unstable")})
+    controls = {method: {str(s): runs[s]["methods"][method]["verdict"] for s in seeds}
+                for method in EXPECTED if method in methods}
+    controls_hold = all(v == EXPECTED[m] for m, by_seed in controls.items() for v in by_seed.values())
+
+    halves = None
+    if len(seeds) >= 2:
+        first, second = seeds[:len(seeds) // 2], seeds[len(seeds) // 2:]
+
+        def modal(method: str, group: list[int]) -> str:
+            return Counter(reported(runs[s]["methods"][method]) for s in group).most_common(1)[0][0]
+
+        same = [m for m in compared if modal(m, first) == modal(m, second)]
+        halves = {"first": first, "second": second, "same": len(same), "of": len(compared),
+                  "differ": {m: [modal(m, first), modal(m, second)] for m in compared if m not in same}}
+
+    inside = total = 0
+    per_key = {}
+    for key in COVERED:
+        hits = count = 0
+        for method in methods:
+            for left_out in seeds:
+                value = runs[left_out]["methods"][method].get(key, {}).get("value")
+                for other in seeds:
+                    if other == left_out or value is None:
+                        continue
+                    entry = runs[other]["methods"][method].get(key, {})
+                    if entry.get("low") is None:
+                        continue
+                    count += 1
+                    hits += entry["low"] - 1e-9 <= value <= entry["high"] + 1e-9
+        per_key[key] = {"inside": hits, "of": count, "share": hits / count if count else None}
+        inside, total = inside + hits, total + count
+    return {"seeds": seeds, "methods": rows,
+            "identical": sum(row["identical"] for row in rows), "of": len(rows),
+            "unstable_per_seed": {str(s): sum(reported(runs[s]["methods"][m]) == "unstable" for m in compared)
+                                  for s in seeds},
+            "halves": halves, "controls": controls, "controls_hold": controls_hold,
+            "coverage": {"inside": inside, "of": total, "share": inside / total if total else None,
+                         "per_key": per_key}}
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """The study in a few lines for the terminal."""
+    lines = [f"{'method':<22} " + " ".join(f"{s:>16}" for s in result["seeds"]) + "  identical"]
+    for row in result["methods"]:
+        lines.append(f"{row['method']:<22} " + " ".join(f"{v:>16}" for v in row["reported"].values())
+                     + f"  {'yes' if row['identical'] else 'no'}")
+    lines.append(f"identical in every seed: {result['identical']} of {result['of']} methods")
+    if result["halves"]:
+        h = result["halves"]
+        lines.append(f"seeds {h['first']} against {h['second']}: the same modal verdict for {h['same']} of {h['of']}"
+                     + (f" (differ: {', '.join(f'{m} {a} / {b}' for m, (a, b) in h['differ'].items())})"
+                        if h["differ"] else ""))
+    lines.append("controls give their known answers in every seed: " + ("yes" if result["controls_hold"] else "NO"))
+    c = result["coverage"]
+    lines.append(f"coverage (one seed's estimate inside another seed's 95 % interval): {c['inside']} of {c['of']} "
+                 f"({100 * c['share']:.0f} %); " + ", ".join(
+                     f"{key} {100 * v['share']:.0f} %" for key, v in c["per_key"].items() if v["share"] is not None))
+    return lines

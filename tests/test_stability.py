@@ -1,0 +1,74 @@
+"""The stability study's arithmetic on runs whose answers are known, and its command line's refusals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from mnist_xai.cli import seed_list
+from mnist_xai.stability import analyse
+
+
+def run(verdicts: dict[str, str], estimates: dict[str, tuple[float, float, float]], unstable=()) -> dict:
+    """One seed's metrics/quality.json: every method with its verdict and the same estimate for each key."""
+    controls = {"oracle": "trust", "random": "do not trust", "edge": "do not trust", "brightness": "do not trust"}
+    methods = {}
+    for method, verdict in {**verdicts, **controls}.items():
+        value, low, high = estimates.get(method, (0.5, 0.4, 0.6))
+        methods[method] = {key: {"value": value, "low": low, "high": high}
+                           for key in ("gt_pointing", "gt_mass", "deletion_auc", "insertion_auc")}
+        methods[method] |= {"verdict": verdict, "stable": int(method not in unstable)}
+    return {"methods": methods}
+
+
+def test_agreement_halves_controls_and_coverage_are_counted_as_defined():
+    runs = {
+        0: run({"a": "trust", "b": "trust"}, {"a": (0.9, 0.85, 0.95)}),
+        1: run({"a": "trust", "b": "use with care"}, {"a": (0.9, 0.85, 0.95)}),
+        2: run({"a": "trust", "b": "trust"}, {"a": (0.7, 0.65, 0.75)}, unstable={"a"}),
+        3: run({"a": "trust", "b": "trust"}, {"a": (0.9, 0.85, 0.95)}),
+    }
+    result = analyse(runs)
+    rows = {row["method"]: row for row in result["methods"]}
+    assert rows["a"]["reported"]["2"] == "unstable" and not rows["a"]["identical"]  # unstable counts as a verdict
+    assert not rows["b"]["identical"] and rows["b"]["modal"] == "trust" and rows["b"]["agreement"] == 0.75
+    assert result["identical"] == 0 and result["of"] == 2
+    assert result["unstable_per_seed"] == {"0": 0, "1": 0, "2": 1, "3": 0}
+    # halves [0, 1] and [2, 3]: b's modal verdicts tie in the first half (Counter keeps the first seen: trust)
+    assert result["halves"]["first"] == [0, 1] and result["halves"]["same"] == 1
+    assert result["controls_hold"]
+    # coverage: 6 methods x 4 keys x 12 ordered pairs; a's estimates at seed 2 fall outside the others' and back
+    coverage = result["coverage"]
+    assert coverage["of"] == 6 * 4 * 12
+    assert coverage["of"] - coverage["inside"] == 4 * 6  # seed 2 against 3 others, both ways, 4 keys
+    runs[1]["methods"]["oracle"]["verdict"] = "use with care"
+    assert not analyse(runs)["controls_hold"]
+
+
+def test_an_unstable_verdict_in_every_seed_counts_as_identical():
+    runs = {s: run({"a": "trust"}, {}, unstable={"a"}) for s in range(3)}
+    result = analyse(runs)
+    assert result["identical"] == 1 and result["methods"][0]["modal"] == "unstable"
+
+
+@pytest.mark.parametrize(("text", "seeds"), [("0-4", [0, 1, 2, 3, 4]), ("3,1", [1, 3]), ("0-2,7", [0, 1, 2, 7])])
+def test_seed_lists(text, seeds):
+    assert seed_list(text) == seeds
+
+
+def test_bad_seed_lists_are_one_line_errors(tmp_path):
+    for bad in ("0", "a-b", "-1,2"):
+        result = subprocess.run([sys.executable, "-m", "mnist_xai.cli", "stability", "--seeds", bad,
+                                 "--root", str(tmp_path)], capture_output=True, text=True)
+        assert result.returncode == 2 and "--seeds" in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) <= 3  # argparse's usage line, and the one message
+
+
+def test_no_run_without_results_names_what_is_missing(pipeline):
+    result = subprocess.run([sys.executable, "-m", "mnist_xai.cli", "stability", "--no-run", "--seeds", "0,1",
+                             "--root", str(pipeline.path)], capture_output=True, text=True, env=pipeline.env)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"error: no finished results for seed-0, seed-1 in {pipeline.path}: run "
+                                     "`mnist-xai stability` without --no-run, or see `dvc queue logs <name>`")
