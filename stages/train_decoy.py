@@ -34,7 +34,7 @@ def main() -> None:
     from mnist_xai.evaluation import predict
     from mnist_xai.model import build_model, commuted, save_model
     from mnist_xai.quality.localisation import POINTING_TOLERANCE, pointing_chance
-    from mnist_xai.quality.stats import paired_proportion_difference, proportion_interval
+    from mnist_xai.quality.stats import hierarchical_interval, paired_proportion_difference, proportion_interval
     from mnist_xai.training import resolve_device, train
 
     device = resolve_device(p.base.device)
@@ -116,29 +116,43 @@ def main() -> None:
             save_model(one["twin"], replicates.no_reliance_model(r))
         atomic_write_npz(GROUND_TRUTH, **{key: np.concatenate(parts) for key, parts in arrays.items()})
 
-        def share(hits):
-            return summary(proportion_interval(hits))
-
         def cue_metrics(cue: str, group: list[dict]) -> dict:
-            """A cue's figures over the given replicates, their images pooled."""
-            def correct(name, condition):
-                return np.concatenate([one["interventions"][name][cue].correct[condition] for one in group])
+            """A cue's figures over the given replicates, their images pooled; with more than one replicate, each
+            interval hierarchical (replicates, then images), as every interval of the verdict."""
+            def pooled(per_replicate: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+                return (np.concatenate(per_replicate),
+                        np.concatenate([np.full(len(a), r) for r, a in enumerate(per_replicate)]))
+
+            def share(per_replicate: list[np.ndarray], rows=None) -> dict:
+                hits, ids = pooled(per_replicate)
+                if rows is not None:
+                    hits, ids = hits[rows], ids[rows]
+                return summary(hierarchical_interval(hits.astype(float), ids, proportion_interval(hits),
+                                                     p.quality.bootstrap_resamples, p.base.seed))
+
+            def correct(name, condition) -> list[np.ndarray]:
+                return [one["interventions"][name][cue].correct[condition] for one in group]
+
+            def reliance(name: str) -> dict:
+                consistent, ids = pooled(correct(name, "consistent"))
+                shuffled, _ = pooled(correct(name, "shuffled"))
+                exact = paired_proportion_difference(consistent, shuffled)
+                return summary(hierarchical_interval(consistent.astype(float) - shuffled, ids, exact,
+                                                     p.quality.bootstrap_resamples, p.base.seed))
 
             conditions = group[0]["interventions"]["decoy"][cue].correct
-            dominated = np.concatenate([one["truths"][cue].dominated for one in group])
+            dominated = [one["truths"][cue].dominated for one in group]
             pool_labels = np.concatenate([test_labels[one["truths"][cue].pool] for one in group])
             scored = np.concatenate([test_labels[one["truths"][cue].pool[one["truths"][cue].chosen]] for one in group])
             return {
                 "accuracy": {name: {condition: share(correct(name, condition)) for condition in conditions}
                              for name in ("decoy", "no_reliance")},
-                "reliance": {name: summary(paired_proportion_difference(correct(name, "consistent"),
-                                                                        correct(name, "shuffled")))
-                             for name in ("decoy", "no_reliance")},
+                "reliance": {name: reliance(name) for name in ("decoy", "no_reliance")},
                 "dominated": share(dominated),
-                "dominated_per_label": {str(label): share(dominated[pool_labels == label])
+                "dominated_per_label": {str(label): share(dominated, pool_labels == label)
                                         for label in np.unique(pool_labels)},
-                "n_pool": int(len(dominated)),
-                "n_dominated": int(dominated.sum()),
+                "n_pool": int(len(pool_labels)),
+                "n_dominated": int(sum(d.sum() for d in dominated)),
                 "n_ground_truth": int(len(scored)),
                 "ground_truth_labels": {str(label): int(n) for label, n in zip(*np.unique(scored, return_counts=True),
                                                                                strict=True)},

@@ -181,7 +181,8 @@ def chosen_methods(args: argparse.Namespace, params_file: Path) -> tuple[dict[st
 
 def pipeline_verdicts(root: Path) -> dict[str, dict] | None:
     """Each method's verdict and key quality scores from the pipeline's last verdicts stage, or None when
-    there is none: {method: {"verdict": str, "scores": {label: (value, low, high)}}}."""
+    there is none: {method: {"verdict": str, "reported": str, "scores": {label: (value, low, high)}}}, "reported"
+    being the verdict with its replicate support, or "unstable (k/R)"."""
     from mnist_xai.files import read_json
     from mnist_xai.quality.metrics import BY_KEY, KEY_SCORES
 
@@ -190,7 +191,7 @@ def pipeline_verdicts(root: Path) -> dict[str, dict] | None:
         return None
     quality = read_json(path, "verdicts")
     try:
-        return {method: {"verdict": values["verdict"],
+        return {method: {"verdict": values["verdict"], "reported": values.get("reported", values["verdict"]),
                          "scores": {f"{BY_KEY[key].label} {'↑' if BY_KEY[key].better == 'higher' else '↓'}":
                                     (values[key]["value"], values[key]["low"], values[key]["high"])
                                     for key in KEY_SCORES if key in values}}

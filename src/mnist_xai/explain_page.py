@@ -109,6 +109,7 @@ def _image_context(index: int, result: ImageResult, inputs: PageInputs) -> dict[
             "params": inputs.method_params.get(method, {}),
             "milliseconds": 1000 * result.seconds.get(method, float("nan")),
             "verdict": verdict["verdict"] if verdict else None,
+            "reported": verdict.get("reported", verdict["verdict"]) if verdict else None,
             "scores": [{"label": label, "value": value, "low": low, "high": high}
                        for label, (value, low, high) in verdict["scores"].items()] if verdict else [],
         })

@@ -180,7 +180,7 @@ def hierarchical_means(values: np.ndarray, replicates: np.ndarray, resamples: in
     sizes = np.array([len(g) for g in groups], dtype=np.float64)
     rng = np.random.default_rng(seed)
     # row r: `resamples` image-bootstrap means of replicate r; stage one picks a replicate and one of its rows
-    within = np.stack([bootstrap_means(g, resamples, int(rng.integers(2**31))) for g in groups])
+    within = np.stack([g[rng.integers(0, len(g), size=(resamples, len(g)))].mean(axis=1) for g in groups])
     chosen = rng.integers(0, len(groups), size=(resamples, len(groups)))
     column = rng.integers(0, resamples, size=(resamples, len(groups)))
     weights = sizes[chosen]
