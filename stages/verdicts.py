@@ -48,9 +48,9 @@ def main() -> None:
                           constant_share={m: summaries[m]["constant_share"] for m in methods},
                           random_label_fit=fit, resamples=p.quality.bootstrap_resamples, seed=p.base.seed)
             ranked = judge.verdicts()
-            verdicts = [{"method": v.method, "verdict": v.verdict, "reason": v.reason, "rank": rank,
-                         "reported": v.reported, "stable": v.stable, "support": v.support,
-                         "replicates": judge.replicates, "per_replicate": v.per_replicate,
+            verdicts = [{"method": v.method, "verdict": v.settled, "reason": v.reason, "rank": rank,
+                         "reported": v.reported, "pooled": v.verdict, "stable": v.stable, "support": v.support,
+                         "replicates": judge.replicates, "leave_one_out": v.leave_one_out,
                          "control": v.control, "threshold_sensitive": v.sensitive_to,
                          "evidence": [vars(e) for e in v.evidence]} for rank, v in enumerate(ranked, 1)]
             details = {"verdicts": verdicts, "calibration": judge.calibration(), "neighbours": judge.neighbours(ranked),
@@ -67,7 +67,8 @@ def main() -> None:
         atomic_write_json(METRICS, {"chance": decoy["chance"], "pointing_chance": decoy["pointing_chance"], "methods": {
             m: {**summaries[m]["metrics"], "constant_share": summaries[m]["constant_share"],
                 "degenerate": int(summaries[m]["degenerate"]), "verdict": by_method[m]["verdict"],
-                "reported": by_method[m]["reported"], "stable": int(by_method[m]["stable"]),
+                "reported": by_method[m]["reported"], "pooled": by_method[m]["pooled"],
+                "stable": int(by_method[m]["stable"]),
                 "support": by_method[m]["support"],
                 "control": int(by_method[m]["control"]),
                 "threshold_sensitive": int(bool(by_method[m]["threshold_sensitive"]))}

@@ -19,7 +19,8 @@ def run(verdicts: dict[str, str], estimates: dict[str, tuple[float, float, float
         value, low, high = estimates.get(method, (0.5, 0.4, 0.6))
         methods[method] = {key: {"value": value, "low": low, "high": high}
                            for key in ("gt_pointing", "gt_mass", "deletion_auc", "insertion_auc")}
-        methods[method] |= {"verdict": verdict, "stable": int(method not in unstable)}
+        methods[method] |= {"verdict": "unstable" if method in unstable else verdict,
+                            "stable": int(method not in unstable)}
     return {"methods": methods}
 
 

@@ -23,7 +23,8 @@ from mnist_xai.errors import UserError
 log = logging.getLogger(__name__)
 
 EXAMPLES = 4  # test images shown per cell, the same ones in every cell of a dataset
-VERDICT_CLASS = {"trust": "trust", "use with care": "care", "too weak to call": "weak", "do not trust": "no"}
+VERDICT_CLASS = {"trust": "trust", "use with care": "care", "too weak to call": "weak", "do not trust": "no",
+                 "unstable": "weak"}
 
 
 class StudyError(UserError):

@@ -3,7 +3,10 @@ findings they test."""
 
 import json
 
-from tests.conftest import CONTROLS, PIPELINE_METHODS
+import numpy as np
+import torch
+
+from tests.conftest import CONTROLS, PIPELINE_METHODS, SMALL_PARAMS
 from tests.helpers import ran_stages
 
 GRADIENT_AND_CAM = ["saliency", "smoothgrad", "gradcam", "scorecam", "guided_backprop"]
@@ -48,10 +51,52 @@ def test_the_decoy_twin_relies_on_both_cues_and_the_no_reliance_twin_on_neither(
     for cue in (pattern, grey):
         twin = cue["reliance"]["no_reliance"]
         assert -0.02 < twin["low"] <= twin["value"] <= twin["high"] < 0.02, twin
-        assert cue["n_pool"] == 100
+        assert cue["n_pool"] == SMALL_PARAMS["decoy"]["n_pool"] * SMALL_PARAMS["quality"]["replicates"]
     assert pattern["dominated"]["value"] > 0.3 and grey["dominated"]["value"] > 0.2
-    assert pattern["n_ground_truth"] == 32 and grey["n_ground_truth"] >= 20
+    wanted = SMALL_PARAMS["decoy"]["n_ground_truth"] * SMALL_PARAMS["quality"]["replicates"]
+    assert pattern["n_ground_truth"] == wanted and grey["n_ground_truth"] >= wanted * 0.6
+    assert len(decoy["replicates"]) == SMALL_PARAMS["quality"]["replicates"]
     assert decoy["chance"] == 16 / 784 and decoy["pointing_tolerance"] == 2
+
+
+def test_every_random_source_of_the_checks_is_drawn_once_per_replicate(pipeline):
+    """Three replicates: their own twins, ground-truth images, permuted-label networks and randomisation images;
+    each metric that depends on them carries its replicate, the trained model's metrics carry none, and every
+    verdict is also reached leaving each replicate out, its support counted."""
+    from mnist_xai import replicates
+
+    count = SMALL_PARAMS["quality"]["replicates"]
+    root = pipeline.path
+    weights = [torch.load(root / replicates.decoy_model(r), weights_only=True)["conv1.weight"] for r in range(count)]
+    assert not any(torch.equal(weights[0], w) for w in weights[1:])
+    for r in range(count):
+        assert (root / replicates.no_reliance_model(r)).is_file()
+        assert (root / replicates.permuted_label_model(r)).is_file()
+        assert (root / replicates.true_label_model(r)).is_file()
+    with np.load(root / "ground_truth/decoy.npz") as truth:
+        ids = truth["pattern_replicate"]
+        assert sorted(set(ids.tolist())) == list(range(count))
+        assert all(np.sum(ids == r) == SMALL_PARAMS["decoy"]["n_ground_truth"] for r in range(count))
+        first = {int(i) for i in truth["pattern_indices"][ids == 0]}
+        assert first != {int(i) for i in truth["pattern_indices"][ids == 1]}  # each replicate its own images
+    with np.load(root / "quality/scores/saliency.npz") as scores:
+        assert len(scores["gt_pointing"]) == len(scores["gt_pointing_replicate"])
+        per_image = SMALL_PARAMS["quality"]["n_randomisation"]
+        assert np.bincount(scores["mprt_digit_rho_replicate"]).tolist() == [per_image] * count
+        assert "deletion_auc_replicate" not in scores.files
+    verdicts = read(pipeline, "quality/verdicts.json")
+    assert verdicts["replicates"] == count
+    for v in verdicts["verdicts"]:
+        assert len(v["leave_one_out"]) == count
+        if v["stable"]:
+            assert v["support"] == v["leave_one_out"].count(v["verdict"]) > count / 2
+            assert v["reported"] == f"{v['verdict']} ({v['support']}/{count})"
+        else:
+            assert v["verdict"] == "unstable" and v["reported"].startswith("unstable (")
+    for control in CONTROLS:  # the controls get their known answers without any one replicate too
+        expected = "trust" if control == "oracle" else "do not trust"
+        verdict = next(v for v in verdicts["verdicts"] if v["method"] == control)
+        assert verdict["leave_one_out"] == [expected] * count, verdict
 
 
 def test_the_random_control_scores_chance_on_the_ground_truth(pipeline):

@@ -352,21 +352,22 @@ def test_one_replicate_gives_the_interval_of_the_images_alone():
     assert hierarchical_interval(values, np.zeros(50), exact, 500, 0) == exact
 
 
-def test_each_replicate_reaches_its_own_verdict_and_the_support_counts_them():
+def test_each_verdict_is_also_reached_without_each_replicate_and_the_support_counts_them():
     values = with_replicates(synthetic(n=150, finds=0.97, misses=0.05), 3)
     j = judge(values)
     assert j.replicates == 3
     verdicts = {v.method: v for v in j.verdicts()}
-    assert verdicts["finds"].per_replicate == ["trust"] * 3
+    assert verdicts["finds"].leave_one_out == ["trust"] * 3
     assert verdicts["finds"].reported == "trust (3/3)" and verdicts["finds"].stable
-    assert verdicts["oracle"].per_replicate == ["trust"] * 3
+    assert verdicts["oracle"].leave_one_out == ["trust"] * 3
     for model_free in ("random", "edge", "brightness"):
-        assert verdicts[model_free].per_replicate == ["do not trust"] * 3
+        assert verdicts[model_free].leave_one_out == ["do not trust"] * 3
 
 
-def test_a_method_that_finds_the_cue_in_one_replicate_only_is_unstable():
-    """Replicates 0 and 1 never point at the cue, replicate 2 always does: the pooled pointing game sits at a third,
-    and only one replicate of three reaches a verdict shared with the pooled one, or the pooled verdict is weak."""
+def test_a_method_that_finds_the_cue_in_one_replicate_only_is_too_weak_to_call():
+    """Replicates 0 and 1 never point at the cue, replicate 2 always does: together the pointing game sits at a third
+    with an interval that spans the replicates; without replicate 2 it fails, without either other one it cannot be
+    called."""
     values = with_replicates(synthetic(n=150, erratic=0.97), 3)
     row = values["erratic"]
     ids = row["gt_pointing_replicate"]
@@ -374,12 +375,30 @@ def test_a_method_that_finds_the_cue_in_one_replicate_only_is_unstable():
     row["gt_distance"] = np.where(ids == 2, 0.0, 9.0)
     row["gt_reliance"] = row["gt_pointing"] - row["fam_pointing"]
     v = {v.method: v for v in judge(values).verdicts()}["erratic"]
-    assert v.per_replicate[2] == "trust" and v.per_replicate[:2] == ["do not trust"] * 2
-    assert not v.stable and v.reported.startswith("unstable (")
-    assert v.verdict in ("too weak to call", "do not trust")
+    assert v.verdict == "too weak to call"
+    assert v.leave_one_out == ["too weak to call", "too weak to call", "do not trust"]
+    assert v.reported == "too weak to call (2/3)"
 
 
-def test_the_bar_is_a_strict_majority_of_the_replicates():
+@pytest.mark.parametrize(("pooled", "leave_one_out", "reported"), [
+    ("trust", ["trust", "trust", "use with care"], "trust (2/3)"),
+    ("trust", ["too weak to call", "trust", "too weak to call"], "too weak to call (2/3)"),  # hinged on one draw
+    ("trust", ["use with care", "too weak to call", "trust"], "unstable (1/3)"),
+    ("do not trust", ["use with care", "use with care", "do not trust"], "unstable (1/3)"),
+    ("use with care", ["use with care"] * 5, "use with care (5/5)"),
+    ("trust", ["trust", "trust", "use with care", "use with care"], "unstable (2/4)"),  # a tie is no majority
+    ("trust", [], "trust"),  # one replicate: nothing to leave out
+])
+def test_the_reported_verdict_needs_a_majority_of_the_leave_one_out_verdicts(pooled, leave_one_out, reported):
+    from mnist_xai.quality.verdict import Verdict
+
+    v = Verdict("m", pooled, "", leave_one_out=leave_one_out)
+    assert v.reported == reported
+    assert v.stable == (not reported.startswith("unstable"))
+    assert v.settled == reported.split(" (")[0]
+
+
+def test_the_bar_is_a_strict_majority():
     from mnist_xai.quality.verdict import stable
 
     assert stable(2, 3) and not stable(1, 3) and stable(3, 5) and not stable(2, 4) and stable(0, 1)

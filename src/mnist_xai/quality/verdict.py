@@ -28,6 +28,14 @@ The rule (decide()), monotone by construction: "do not trust" when the maps are 
 more); "trust" when, besides, at least one validated model-sensitivity line passes and no line fails; otherwise
 "use with care". A failing line counts whether or not it is validated, and a validated pass is needed for trust, so
 neither a failed validation nor noisier evidence can upgrade a verdict. Properties tested in tests/quality.
+
+Replicates (replicates.py): the lines are decided on intervals over every replicate and its images. The verdict is
+then decided again R times, each time without one replicate; it is reported with its support k/R when a strict
+majority of those reach it. Where most of them find the evidence too weak to call instead, the call hinged on one
+replicate's draw, and "too weak to call" is reported. Otherwise the verdict is "unstable". Leaving one out, not one
+alone: a single replicate has 1/R of the images, so its verdicts disagree for want of power (measured: every
+replicate of VarGrad alone "too weak to call" where all three together passed), while R - 1 replicates show whether
+the call depends on one draw.
 """
 
 from __future__ import annotations
@@ -44,7 +52,6 @@ from mnist_xai.quality.metrics import (
     GROUND_TRUTH,
     METRICS,
     estimate,
-    of_replicate,
     replicate_key,
 )
 from mnist_xai.quality.stats import (
@@ -57,7 +64,9 @@ from mnist_xai.quality.stats import (
 )
 
 PASS, FAIL, UNCLEAR, NOT_RUN = "pass", "fail", "inconclusive", "not run"
+WEAK, UNSTABLE = "too weak to call", "unstable"
 VERDICT_ORDER = ("trust", "use with care", "too weak to call", "do not trust")
+REPORTED_ORDER = ("trust", "use with care", "too weak to call", "unstable", "do not trust")
 ORACLE = "oracle"
 MEMORISED = 0.95  # the permuted-label model must fit this share of its labels (Adebayo et al. trained to fit them)
 COLLAPSED = 0.5  # a randomisation check cannot be read for a method whose maps collapsed on more images than this
@@ -126,6 +135,19 @@ def decide(outcomes: dict[str, str], validated: dict[str, bool], degenerate: boo
     verb = "shows" if len(support) == 1 else "show"
     return "trust", f"it finds the planted cue, {_listed(support)} {verb} that its maps follow the model, and no " \
                     "line fails"
+
+
+def without_replicate(values: dict[str, np.ndarray], replicate: int) -> dict[str, np.ndarray]:
+    """A method's per-image values without one replicate's: a replicated metric keeps the other replicates' images
+    and their ids; a metric with one draw (the trained model's) keeps all of its images."""
+    kept = {}
+    for key, array in values.items():
+        base = key[:-len("_replicate")] if key.endswith("_replicate") else key
+        if base.endswith("_distance"):  # the pointing distances go with their pointing game
+            base = base.replace("_distance", "_pointing")
+        ids = values.get(replicate_key(base))
+        kept[key] = array if ids is None else np.asarray(array)[np.asarray(ids) != replicate]
+    return kept
 
 
 def _listed(names: list[str]) -> str:
@@ -197,29 +219,43 @@ class Evidence:
 @dataclass
 class Verdict:
     method: str
-    verdict: str  # decided on the intervals over every replicate
+    verdict: str  # decided on the intervals over every replicate (what is reported is `settled`)
     reason: str
     evidence: list[Evidence] = field(default_factory=list)
     sensitive_to: list[str] = field(default_factory=list)  # threshold moves that change the verdict
     control: bool = False
-    per_replicate: list[str] = field(default_factory=list)  # the verdict each replicate reaches on its own evidence
+    leave_one_out: list[str] = field(default_factory=list)  # the verdict without replicate 0, 1, ...
 
     @property
     def support(self) -> int:
-        """How many replicates reach the verdict on their own."""
-        return sum(v == self.verdict for v in self.per_replicate)
+        """How many leave-one-replicate-out analyses reach the reported verdict."""
+        return sum(v == self.settled for v in self.leave_one_out)
+
+    @property
+    def settled(self) -> str:
+        """The verdict reported: the one decided on every replicate where most leave-one-replicate-out analyses
+        reach it too; else, where most of them find the evidence too weak to call, that (the call hinged on one
+        replicate's draw); else "unstable"."""
+        count = len(self.leave_one_out)
+        if count <= 1 or stable(self.leave_one_out.count(self.verdict), count):
+            return self.verdict
+        if stable(self.leave_one_out.count(WEAK), count):
+            return WEAK
+        return UNSTABLE
 
     @property
     def stable(self) -> bool:
-        return stable(self.support, len(self.per_replicate))
+        return self.settled != UNSTABLE
 
     @property
     def reported(self) -> str:
-        """What the user is told: the verdict with its support, or "unstable" where too few replicates reach it."""
-        count = len(self.per_replicate)
+        """What the user is told: the settled verdict with its support k/R, or "unstable (k/R)"."""
+        count = len(self.leave_one_out)
         if count <= 1:
             return self.verdict
-        return f"{self.verdict} ({self.support}/{count})" if self.stable else f"unstable ({self.support}/{count})"
+        if self.stable:
+            return f"{self.settled} ({self.support}/{count})"
+        return f"{UNSTABLE} ({self.leave_one_out.count(self.verdict)}/{count})"
 
 
 def stable(support: int, replicates: int) -> bool:
@@ -246,20 +282,20 @@ class Judge:
         self.seed = seed
         self._estimates: dict[tuple[str, str], tuple[float, float, float]] = {}
         self.thresholds = thresholds or self._calibrate(self.values)
-        ids = [np.max(v[replicate_key("gt_reliance")]) for v in values.values() if replicate_key("gt_reliance") in v]
-        self.replicates = int(max(ids)) + 1 if ids else 1
-        self._per_replicate: list[Judge] | None = None
+        ids = [np.unique(v[replicate_key("gt_reliance")]) for v in values.values() if replicate_key("gt_reliance") in v]
+        self.replicates = len(ids[0]) if ids else 1
+        self._leave_one_out: list[Judge] | None = None
 
     def replicate_judges(self) -> list[Judge]:
-        """One judge per replicate: that replicate's evidence alone (and the trained model's, which every replicate
-        shares), against the lines calibrated on all of them."""
-        if self._per_replicate is None:
-            self._per_replicate = [] if self.replicates <= 1 else [
-                Judge({m: of_replicate(v, r) for m, v in self.values.items()}, constant_share=self.constant_share,
-                      random_label_fit=self.random_label_fit, resamples=self.resamples, seed=self.seed,
-                      thresholds=self.thresholds)
+        """One judge per replicate left out: the evidence of every other replicate (and the trained model's, which
+        every replicate shares), with hierarchical intervals over them, against the lines calibrated on all."""
+        if self._leave_one_out is None:
+            self._leave_one_out = [] if self.replicates <= 1 else [
+                Judge({m: without_replicate(v, r) for m, v in self.values.items()},
+                      constant_share=self.constant_share, random_label_fit=self.random_label_fit,
+                      resamples=self.resamples, seed=self.seed, thresholds=self.thresholds)
                 for r in range(self.replicates)]
-        return self._per_replicate
+        return self._leave_one_out
 
     # --- estimates and lines --------------------------------------------------------------------------------
 
@@ -330,9 +366,9 @@ class Judge:
             reason = (f"degenerate: {100 * self.constant_share[method]:.0f} % of its maps are constant, and a "
                       "constant map has no ranking to check")
         changes = [f"{move}: {moved}" for move, moved in self.threshold_moves(method).items() if moved != verdict]
-        per_replicate = [judge._decide(method, judge.thresholds)[0] for judge in self.replicate_judges()]
+        leave_one_out = [judge._decide(method, judge.thresholds)[0] for judge in self.replicate_judges()]
         return Verdict(method, verdict, reason, self.evidence(method), changes, control=method in CONTROLS,
-                       per_replicate=per_replicate)
+                       leave_one_out=leave_one_out)
 
     def threshold_moves(self, method: str) -> dict[str, str]:
         """The verdict with each threshold moved to its neighbours, one at a time: every calibrated line by a tenth
@@ -367,7 +403,7 @@ class Judge:
         """Every method, controls included, best first: by verdict, then by the ground-truth statistic."""
         found = [self.verdict(m) for m in self.values]
         score = {m: self.estimate(m, "gt_reliance")[0] for m in self.values}
-        return sorted(found, key=lambda v: (v.control, VERDICT_ORDER.index(v.verdict), -score[v.method], v.method))
+        return sorted(found, key=lambda v: (v.control, REPORTED_ORDER.index(v.settled), -score[v.method], v.method))
 
     def calibration(self) -> list[dict]:
         """Each line's threshold with the controls behind it, for the report."""

@@ -114,7 +114,7 @@ def _map_cells(inputs: ReportInputs, rows: list[int]) -> tuple[list[dict], list[
 
 
 VERDICT_CLASS = {"trust": "trust", "use with care": "care", "too weak to call": "weak", "do not trust": "no",
-                 "control": "control"}
+                 "unstable": "unstable", "control": "control"}
 
 
 def _quality_context(inputs: ReportInputs) -> dict[str, Any]:
