@@ -38,12 +38,12 @@ def test_every_method_has_every_metric_with_an_interval_including_the_controls(p
 
 
 def test_the_decoy_twin_relies_on_both_cues_and_the_no_reliance_twin_on_neither(pipeline):
-    """Margins set from this pipeline over base.seed 0-4 (tests' params, a 2-core x86 machine): the decoy twin's
-    reliance (consistent minus shuffled accuracy, 2,000 test images) on the pattern cue had interval lows of
-    34.3-49.6 points, on the grey cue 19.7-31.8; the no-reliance twin's intervals stayed within 0.5 points of 0;
-    the cue dominated 40-60 % (pattern) and 29-42 % (grey) of the 100 images swept, which gave 32 pattern and
-    29-32 grey ground-truth images. Asserted: lows above 25 and 15 points (the issue asks for 5), the twin within
-    2 points of 0."""
+    """Margins set from this pipeline over base.seed 0-4 (tests' params, three replicates, a 2-core x86 machine;
+    `python bench/seed_study.py small` at 028e864): the decoy twins' reliance (consistent minus shuffled accuracy,
+    2,000 test images per replicate, hierarchical interval) on the pattern cue had interval lows of 36.1-48.1 points,
+    on the grey cue 17.2-34.0; the no-reliance twins' intervals stayed within 0.3 points of 0; the cue dominated
+    48-60 % (pattern) and 33-43 % (grey) of the 180 images swept, which gave 48 pattern and 48 grey ground-truth
+    images in every seed. Asserted: lows above 25 and 15 points, the twin within 2 points of 0."""
     decoy = read(pipeline, "metrics/decoy.json")
     pattern, grey = decoy["cues"]["pattern"], decoy["cues"]["grey"]
     assert pattern["reliance"]["decoy"]["low"] > 0.25, pattern["reliance"]
@@ -137,12 +137,13 @@ def test_every_verdict_gives_its_evidence_and_the_findings_are_called(pipeline):
 def test_adebayo_guided_backprop_survives_randomisation_more_than_saliency_and_gradcam(pipeline):
     """Adebayo et al. 2018: after randomising every layer, Guided Backprop's maps stay correlated with the
     trained model's (it recovers the input, not the model); Saliency's and GradCAM's do not as much.
-    Measured on this pipeline over base.seed 0-4 (rho over all pixels, collapsed maps left out): Guided Backprop
-    0.78-0.80, Saliency 0.64-0.66, GradCAM -0.06-0.15; the differences at least 0.127 and 0.63."""
+    Measured on this pipeline over base.seed 0-4 (`bench/seed_study.py small` at 028e864; rho over all pixels,
+    collapsed maps left out; three replicates of the randomised network, each layer from its own seed): Guided
+    Backprop 0.77-0.80, Saliency 0.63-0.67, GradCAM 0.04-0.40; the differences at least 0.122 and 0.402."""
     methods = quality(pipeline)
     rho = {m: methods[m]["mprt_rho"]["value"] for m in ("guided_backprop", "saliency", "gradcam")}
     assert rho["guided_backprop"] > rho["saliency"] + 0.07, rho
-    assert rho["guided_backprop"] > rho["gradcam"] + 0.4, rho
+    assert rho["guided_backprop"] > rho["gradcam"] + 0.25, rho
     assert abs(methods["random"]["mprt_rho"]["value"]) < 0.1  # the control sits at chance
     finding = next(f for f in read(pipeline, "quality/verdicts.json")["findings"]
                    if f["finding"].startswith("Adebayo et al. 2018"))
@@ -150,12 +151,13 @@ def test_adebayo_guided_backprop_survives_randomisation_more_than_saliency_and_g
 
 
 def test_every_gradient_and_cam_method_beats_random_on_deletion(pipeline):
-    """Measured over base.seed 0-4: the closest is GradCAM, 0.039-0.121 below random's deletion AUC (0.35-0.52
-    against 0.45-0.56); every other method at least 0.3 below."""
+    """Measured over base.seed 0-4 (`bench/seed_study.py small` at 028e864): the closest is GradCAM, 0.025-0.152
+    below random's deletion AUC; every other method at least 0.30 below. GradCAM is asserted below random, the
+    others 0.2 below."""
     methods = quality(pipeline)
     control = methods["random"]["deletion_auc"]["value"]
     for method in GRADIENT_AND_CAM:
-        margin = 0.02 if method == "gradcam" else 0.2
+        margin = 0.0 if method == "gradcam" else 0.2
         assert methods[method]["deletion_auc"]["value"] < control - margin, (method, methods[method], control)
 
 

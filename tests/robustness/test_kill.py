@@ -74,15 +74,16 @@ def _kill_stage_when(repo, stage: str, script: str, marker: str) -> str:
 
 
 def _only_complete_outputs(folder: Path, expected: dict[str, bytes]) -> None:
-    """Nothing in `folder` but outputs that are byte-identical to the last good ones (or absent)."""
-    for path in folder.iterdir():
+    """Nothing in `folder` but outputs that are byte-identical to the last good ones (or absent); its subfolders are
+    other stages' outputs."""
+    for path in (p for p in folder.iterdir() if p.is_file()):
         assert path.name in expected, f"unexpected file after the kill: {path.name}"
         assert path.read_bytes() == expected[path.name], f"{path.name} changed"
 
 
 def test_kill_during_train_then_repro_completes(pipeline):
     model = pipeline.path / "models/model.pt"
-    good = {path.name: path.read_bytes() for path in (pipeline.path / "models").iterdir()}
+    good = {path.name: path.read_bytes() for path in (pipeline.path / "models").iterdir() if path.is_file()}
     _kill_stage_when(pipeline, "train", "stages/train.py", "train:")
     _only_complete_outputs(pipeline.path / "models", good)  # DVC removed model.pt before the run
     result = pipeline.dvc("repro")  # DVC re-runs train, or restores it from its run cache
