@@ -146,16 +146,3 @@ def estimate(values: dict[str, np.ndarray], key: str, resamples: int, seed: int)
         return exact
     return hierarchical_interval(values[key], replicates, exact, resamples, seed)
 
-
-def of_replicate(values: dict[str, np.ndarray], replicate: int) -> dict[str, np.ndarray]:
-    """One replicate's share of a method's per-image values: a replicated metric keeps that replicate's images, a
-    metric with one draw keeps them all."""
-    kept = {}
-    for key, array in values.items():
-        if key.endswith("_replicate"):
-            continue
-        ids = values.get(replicate_key(key))
-        if ids is None and key.endswith("_distance"):  # the pointing distances go with their pointing game
-            ids = values.get(replicate_key(key.replace("_distance", "_pointing")))
-        kept[key] = array if ids is None else np.asarray(array)[np.asarray(ids) == replicate]
-    return kept
