@@ -251,20 +251,31 @@ def _write(out: Path, page: str) -> None:
 # study
 
 
+def add_repository_arguments(parser: argparse.ArgumentParser, out: str) -> None:
+    """--root, --out (`out` says what it writes and where by default) and -v, as the grid commands share them."""
+    parser.add_argument("--root", type=Path, default=Path("."), help="the DVC repository (default: .)")
+    parser.add_argument("--out", type=Path, help=out)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each step")
+
+
+def repository(args: argparse.Namespace) -> Path:
+    """--root, resolved, refused in one line when it is not this pipeline's repository."""
+    root = args.root.resolve()
+    if not (root / "dvc.yaml").is_file():
+        raise UserError(f"{root} is not this pipeline's repository (no dvc.yaml): pass --root")
+    return root
+
+
 def add_study_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("experiments", nargs="*", metavar="EXPERIMENT",
                         help="DVC experiment names (default: every experiment `dvc exp show` lists)")
-    parser.add_argument("--root", type=Path, default=Path("."), help="the DVC repository (default: .)")
-    parser.add_argument("--out", type=Path, help="the page (default: ROOT/reports/study.html)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log each step")
+    add_repository_arguments(parser, "the page (default: ROOT/reports/study.html)")
 
 
 def run_study(args: argparse.Namespace) -> None:
     from mnist_xai.study import study
 
-    root = args.root.resolve()
-    if not (root / "dvc.yaml").is_file():
-        raise UserError(f"{root} is not this pipeline's repository (no dvc.yaml): pass --root")
+    root = repository(args)
     out = args.out or root / "reports" / "study.html"
     started = time.perf_counter()
     result = study(root, args.experiments, out)
@@ -297,18 +308,14 @@ def add_stability_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the base.seed values, each a full default run: 0-4 (default), 0,1,2, 0-9")
     parser.add_argument("--jobs", type=int, default=1, help="experiments run at a time (default 1)")
     parser.add_argument("--no-run", action="store_true", help="only analyse the seed-S experiments already run")
-    parser.add_argument("--root", type=Path, default=Path("."), help="the DVC repository (default: .)")
-    parser.add_argument("--out", type=Path, help="the results (default: ROOT/reports/stability.json)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log each step")
+    add_repository_arguments(parser, "the results (default: ROOT/reports/stability.json)")
 
 
 def run_stability(args: argparse.Namespace) -> None:
     from mnist_xai import stability
     from mnist_xai.files import atomic_write_json
 
-    root = args.root.resolve()
-    if not (root / "dvc.yaml").is_file():
-        raise UserError(f"{root} is not this pipeline's repository (no dvc.yaml): pass --root")
+    root = repository(args)
     if args.jobs < 1:
         raise UserError(f"--jobs {args.jobs}: run at least one experiment at a time")
     if not args.no_run:
