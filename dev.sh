@@ -6,6 +6,7 @@
 #   ./dev.sh bench [script args]      run the attribution benchmark (bench/attribution.py)
 #   ./dev.sh lint                     ruff
 #   ./dev.sh notebook                 open notebooks/walkthrough.ipynb in JupyterLab (installs it on first use)
+#   ./dev.sh docs [serve]             build the documentation site into site/ (--strict, offline), or serve it
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -24,7 +25,7 @@ python_311() {
   log "Python 3.11 or newer is required (python3.11 or python3 on PATH)"; exit 1
 }
 
-# setup EXTRAS: make .venv and install the project with EXTRAS ("", "test" or "notebook"), pinned by
+# setup EXTRAS: make .venv and install the project with EXTRAS ("", "test", "docs" or "notebook"), pinned by
 # constraints.txt; skipped when the same pyproject.toml + constraints.txt were installed before.
 setup() {
   local extras=$1 target=. stamp want
@@ -83,12 +84,18 @@ case "$cmd" in
     setup test
     exec ruff check .
     ;;
+  docs)
+    setup docs
+    export NO_MKDOCS_2_WARNING=1  # Material's banner about its successor, printed on every build
+    if [ "${1:-}" = serve ]; then shift; exec mkdocs serve "$@"; fi
+    exec mkdocs build --strict "$@"
+    ;;
   notebook)
     setup notebook
     root_flag=(); [ "$(id -u)" = 0 ] && root_flag=(--allow-root)  # JupyterLab refuses root without it
     exec jupyter lab "${root_flag[@]}" notebooks/walkthrough.ipynb "$@"
     ;;
   *)
-    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
     ;;
 esac
