@@ -69,17 +69,14 @@ def commit() -> str:
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def photo_of_a_digit(pipeline: Path, folder: Path) -> Path:
+def photo_of_a_digit(pipeline: Path, path: Path) -> None:
     """MNIST test digit 0 as a photo of ink on paper: inverted, 300 x 300."""
     from PIL import Image
 
     from mnist_xai.data import load_split
 
-    dataset = "mnist"
-    images, _ = load_split(pipeline / "data" / dataset, "test")
-    path = folder / "digit.png"
+    images, _ = load_split(pipeline / "data" / "mnist", "test")
     Image.fromarray(255 - images[0]).resize((300, 300), Image.Resampling.LANCZOS).save(path)
-    return path
 
 
 def shoot(url: str, out: Path, size: tuple[int, int], anchor: str | None = None) -> None:
@@ -106,11 +103,19 @@ def take(name: str, pipeline: Path, out_dir: Path) -> bool:
             return False
         shoot(report.as_uri(), out, VIEWPORT[name], anchor="#trust")
     elif name == "explain.png":
+        # run as a user would, from the pipeline's folder, so the page names `my-digit.png` and `models/model.pt`
+        digit = pipeline / "my-digit.png"
+        if digit.exists():
+            log.error("%s exists: move it away first (the screenshot writes its own image there)", digit)
+            return False
         with tempfile.TemporaryDirectory() as folder:
             page = Path(folder) / "explain.html"
-            digit = photo_of_a_digit(pipeline, Path(folder))
-            subprocess.run([sys.executable, "-m", "mnist_xai.cli", "explain", str(digit), "--root", str(pipeline),
-                            "--out", str(page)], check=True)
+            try:
+                photo_of_a_digit(pipeline, digit)
+                subprocess.run([sys.executable, "-m", "mnist_xai.cli", "explain", digit.name, "--out", str(page)],
+                               check=True, cwd=pipeline)
+            finally:
+                digit.unlink(missing_ok=True)
             shoot(page.as_uri(), out, VIEWPORT[name])
     elif name == "study.png":
         study = pipeline / "reports" / "study.html"
