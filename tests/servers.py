@@ -38,13 +38,14 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
 
 
 @contextmanager
-def mlflow_server(backend_store_uri: str, artifacts: Path, log: Path):
-    """`mlflow server` on 127.0.0.1 with served artifacts; yields its tracking URI."""
+def mlflow_server(backend_store_uri: str, artifacts: Path, log: Path, extra: list[str] = (), env: dict | None = None,
+                  workers: int = 1):
+    """`mlflow server` on 127.0.0.1 with served artifacts (and `extra` arguments); yields its tracking URI."""
     port = free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_store_uri,
                "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port),
-               "--workers", "1"]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+               "--workers", str(workers), *extra]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}
     with open(log, "w") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env,
                                    start_new_session=True)

@@ -211,14 +211,41 @@ def _prepare_stores(env: dict, cwd: str) -> None:
     if not uri.startswith("sqlite:///") or not database.is_file() or uri in _warm:
         return
     try:
-        from mlflow.tracking._tracking_service.utils import _get_store
+        with _store_locked(database) as locked:
+            if not locked:  # another process has held the store for long: the stage opens it itself
+                return
+            from mlflow.tracking._tracking_service.utils import _get_store
 
-        store = _get_store(uri)
-        store.engine.dispose()
+            store = _get_store(uri)
+            store.engine.dispose()
         info = database.stat()
         _warm[uri] = (store, (info.st_dev, info.st_ino))
     except Exception:  # noqa: BLE001 - a store that cannot open here is opened (and reported) by the stage
         log.warning("could not open %s in the server", uri, exc_info=True)
+
+
+@contextlib.contextmanager
+def _store_locked(database: Path, timeout: float = 30.0):
+    """The store's inter-process lock (the file tracking.store_lock takes): opening a store creates or migrates its
+    tables, and a stage of another experiment may be doing just that on a database it has only just created
+    (two queued experiments starting at once met "table _alembic_tmp_experiments already exists")."""
+    import fcntl
+
+    with open(database.with_name(database.name + ".lock"), "a") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    yield False
+                    return
+                time.sleep(0.05)
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _reopen_stores() -> None:

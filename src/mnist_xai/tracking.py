@@ -20,8 +20,10 @@ import os
 import re
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +41,10 @@ log = logging.getLogger(__name__)
 
 PREFLIGHT_TIMEOUT_S = 5
 LOCK_TIMEOUT_ENV = "MNIST_XAI_STORE_LOCK_TIMEOUT"
+STALE_ENV = "MNIST_XAI_RUN_STALE_AFTER"
+STALE_AFTER_S = 600  # a RUNNING run of another host with no heartbeat for this long is taken as abandoned
+HEARTBEAT_S = 60  # how often a stage's run says it is alive
+HEARTBEAT_TAG = "mnist_xai.heartbeat"
 """Seconds to wait for another process's write to the embedded store (default 60): another stage's, or a
 program's outside this project (a sqlite3 shell mid-transaction)."""
 
@@ -289,6 +295,8 @@ def stage_run(stage: str, experiment: str, *, params: dict[str, Any] | None = No
     except Exception as error:  # noqa: BLE001 - MLflow and SQLAlchemy raise many kinds
         raise _store_error(uri, error) from None
     stage_run_ = StageRun(client, uri, run.info.run_id, experiment_id, time.perf_counter() - started)
+    heartbeat = Heartbeat(stage_run_)
+    heartbeat.start()
     status = "FAILED"
     try:
         if params:
@@ -299,6 +307,7 @@ def stage_run(stage: str, experiment: str, *, params: dict[str, Any] | None = No
         status = "KILLED"
         raise
     finally:
+        heartbeat.stop()
         stage_run_._call(client.set_terminated, stage_run_.run_id, status=status)
         add_tracking_seconds(stage_run_.seconds)
         log.info("MLflow run %s (%s) in %s: %.2f s spent on tracking", stage_run_.run_id, status, _safe_uri(uri),
@@ -318,23 +327,71 @@ def _pipeline_tags() -> dict[str, str]:
 
 def _process_tags() -> dict[str, str]:
     """Which process runs the stage (host, pid and its start time, which a reused pid does not share), so that
-    a later stage can tell a run whose process was killed (SIGKILL, a power cut) from one still running."""
+    a later stage can tell a run whose process was killed (SIGKILL, a power cut) from one still running; and its
+    first heartbeat, for stages on other hosts, which cannot see the process."""
     return {"mnist_xai.host": socket.gethostname(), "mnist_xai.pid": str(os.getpid()),
-            "mnist_xai.pid_start": process_start(os.getpid())}
+            "mnist_xai.pid_start": process_start(os.getpid()), HEARTBEAT_TAG: str(int(time.time()))}
+
+
+class Heartbeat(threading.Thread):
+    """Sets the run's heartbeat tag to the time every HEARTBEAT_S seconds while the stage runs: MLflow has no
+    lease, so this is how a stage on another host tells a live run from one whose machine died."""
+
+    def __init__(self, run: StageRun):
+        super().__init__(name=f"mlflow-heartbeat-{run.run_id}", daemon=True)
+        self._run = run
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.wait(HEARTBEAT_S):
+            try:
+                with store_lock(self._run._uri):
+                    self._run._client.set_tag(self._run.run_id, HEARTBEAT_TAG, str(int(time.time())))
+            except Exception as error:  # noqa: BLE001 - a missed beat only makes the run look older
+                log.debug("heartbeat of MLflow run %s failed: %s", self._run.run_id, error)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+def _stale_after() -> float:
+    value = os.environ.get(STALE_ENV, str(STALE_AFTER_S))
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 2 * HEARTBEAT_S:
+        raise TrackingError(f"{STALE_ENV}={value!r} is not allowed: give a number of seconds above "
+                            f"{2 * HEARTBEAT_S} (a run beats every {HEARTBEAT_S} s; default {STALE_AFTER_S})")
+    return seconds
 
 
 def _sweep_abandoned_runs(client, experiment_id: str) -> None:
-    """Mark KILLED the RUNNING runs of this host whose process is gone: MLflow has no lease, so a killed stage
-    would otherwise stay RUNNING forever."""
-    host = socket.gethostname()
-    runs = client.search_runs([experiment_id],
-                              f"attributes.status = 'RUNNING' and tags.`mnist_xai.host` = '{host}'")
-    for found in runs:
-        pid = found.data.tags.get("mnist_xai.pid", "")
-        if pid.isdigit() and process_start(int(pid)) != found.data.tags.get("mnist_xai.pid_start"):
-            client.set_terminated(found.info.run_id, status="KILLED")
-            log.warning("MLflow run %s (%s) was left RUNNING by a process that is gone: marked KILLED",
-                        found.info.run_id, found.data.tags.get("dvc_stage", "?"))
+    """Mark KILLED the RUNNING runs this project left behind: MLflow has no lease, so a killed stage would
+    otherwise stay RUNNING forever. On this host a run is abandoned when its process is gone; on another host
+    (a shared server), when its heartbeat is older than MNIST_XAI_RUN_STALE_AFTER seconds."""
+    host, now, stale_after = socket.gethostname(), time.time(), _stale_after()
+    for found in client.search_runs([experiment_id], "attributes.status = 'RUNNING'"):
+        tags = found.data.tags
+        owner = tags.get("mnist_xai.host")
+        if owner is None:  # not a stage's run: someone else's, left alone
+            continue
+        if owner == host:
+            pid = tags.get("mnist_xai.pid", "")
+            if not (pid.isdigit() and process_start(int(pid)) != tags.get("mnist_xai.pid_start")):
+                continue
+            why = "by a process that is gone"
+        else:
+            try:
+                beat = float(tags.get(HEARTBEAT_TAG) or found.info.start_time / 1000)
+            except ValueError:
+                beat = found.info.start_time / 1000
+            if now - beat <= stale_after:
+                continue
+            why = f"on {owner}, silent for {now - beat:.0f} s"
+        client.set_terminated(found.info.run_id, status="KILLED")
+        log.warning("MLflow run %s (%s) was left RUNNING %s: marked KILLED", found.info.run_id,
+                    tags.get("dvc_stage", "?"), why)
 
 
 def _safe_uri(uri: str) -> str:
@@ -343,7 +400,26 @@ def _safe_uri(uri: str) -> str:
 
 
 def _store_error(uri: str, error: BaseException) -> TrackingError:
-    return TrackingError(f"cannot write to the MLflow store {_safe_uri(uri)}: {_one_line(error)}")
+    """One line that names the cause and the fix where the server said what it was: a host name it does not
+    accept (MLflow 3's DNS-rebinding guard), a missing or refused login (its basic-auth app)."""
+    text = str(error)
+    server = _safe_uri(uri)
+    host = urllib.parse.urlsplit(uri).netloc.rsplit("@", 1)[-1]  # the Host header the client sends
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if "Invalid Host header" in text:
+        return TrackingError(f"the MLflow server {server} refused the host name {host} (its guard against DNS "
+                             f"rebinding): start the server with --allowed-hosts naming it, e.g. mlflow server ... "
+                             f"--allowed-hosts {host} (or MLFLOW_SERVER_ALLOWED_HOSTS={host})")
+    if "error code 401" in text:
+        if not user:
+            return TrackingError(f"the MLflow server {server} asks for a login: set MLFLOW_TRACKING_USERNAME and "
+                                 "MLFLOW_TRACKING_PASSWORD (an account its admin created)")
+        return TrackingError(f"the MLflow server {server} refused the login of {user!r}: check "
+                             "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    if "error code 403" in text and "Permission denied" in text:
+        return TrackingError(f"the MLflow server {server} does not let {user!r} write here: its admin must grant "
+                             "that account EDIT (or MANAGE) on the experiment, or make EDIT the default permission")
+    return TrackingError(f"cannot write to the MLflow store {server}: {_one_line(error)}")
 
 
 def _one_line(error: BaseException) -> str:
@@ -400,7 +476,14 @@ def _experiment_id(client, name: str, uri: str) -> str:
     embedded = db is not None and db.parent == repo_root()
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        return client.create_experiment(name, artifact_location=artifacts)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return client.create_experiment(name, artifact_location=artifacts)
+        except MlflowException as error:  # on a shared server another worker may create it first
+            if getattr(error, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(name)
     if embedded and experiment.artifact_location != artifacts:
         _own_artifact_location(db, experiment, artifacts)
     return experiment.experiment_id
