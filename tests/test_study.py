@@ -1,6 +1,6 @@
-"""A real grid: two small cells (Fashion-MNIST x CNN, MNIST x ResNet) and one that fails, queued with
-`dvc exp run --queue` and run by `dvc queue start -j 2`, then `mnist-xai study` builds its page from what DVC
-stored, checked in Chromium."""
+"""A real grid: two small cells (Fashion-MNIST x CNN at seeds 0 and 1, MNIST x ResNet) and one experiment that
+fails, queued with `dvc exp run --queue` and run by `dvc queue start -j 2`, then `mnist-xai study` builds its page
+from what DVC stored, checked in Chromium."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from tests.helpers import PipelineRepo
 pytestmark = pytest.mark.xdist_group("grid")  # its own worker: it runs beside the session pipeline
 METHODS = ["saliency", "gradcam", "guided_backprop"]
 CONTROLS = ["random", "edge", "brightness", "oracle"]  # quick_params adds them: every pipeline needs them
-CELLS = {"cell-fashion": "base.dataset=fashion-mnist", "cell-resnet": "train.arch=resnet"}
+CELLS = {"cell-fashion": ["base.dataset=fashion-mnist"], "cell-fashion-seed1": ["base.dataset=fashion-mnist",
+                                                                                 "base.seed=1"],
+         "cell-resnet": ["train.arch=resnet"]}
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +29,8 @@ def grid(tmp_path_factory) -> PipelineRepo:
     """A committed repository with no results yet: every cell runs its whole pipeline."""
     repo = PipelineRepo.create(tmp_path_factory.mktemp("grid"), quick_params(METHODS))
     repo.env.pop("OMP_NUM_THREADS", None)  # the stages share the cores themselves
-    for name, setting in {**CELLS, "cell-broken": "train.epochs=0"}.items():
-        repo.dvc("exp", "run", "--queue", "-n", name, "-S", setting)
+    for name, settings in {**CELLS, "cell-broken": ["train.epochs=0"]}.items():
+        repo.dvc("exp", "run", "--queue", "-n", name, *(arg for setting in settings for arg in ("-S", setting)))
     started = time.monotonic()
     repo.dvc("queue", "start", "-j", "2")
     status = ""
@@ -46,22 +48,23 @@ def study(repo: PipelineRepo, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_the_queue_ran_two_at_a_time_into_the_one_store(grid):
-    assert grid.queue_status.count("Success") == 2 and grid.queue_status.count("Failed") == 1, grid.queue_status
+    assert grid.queue_status.count("Success") == 3 and grid.queue_status.count("Failed") == 1, grid.queue_status
     logs = "".join(grid.dvc("queue", "logs", name, check=False).stdout for name in CELLS)
     assert "database is locked" not in logs and "Traceback" not in logs, logs[-3000:]
     client = MlflowClient(f"sqlite:///{grid.path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("mnist-xai")
     runs = client.search_runs([experiment.experiment_id], "tags.dvc_stage = 'report'")
     tags = {run.data.tags["dvc_exp_name"]: (run.data.tags["dataset"], run.data.tags["arch"]) for run in runs}
-    assert tags == {"cell-fashion": ("fashion-mnist", "cnn"), "cell-resnet": ("mnist", "resnet")}
+    assert tags == {"cell-fashion": ("fashion-mnist", "cnn"), "cell-fashion-seed1": ("fashion-mnist", "cnn"),
+                    "cell-resnet": ("mnist", "resnet")}
     assert not list((grid.path / ".dvc/tmp").rglob("mlflow.db")), "a run wrote to a store of its own"
 
 
 def test_the_study_page_compares_the_cells_and_names_what_it_left_out(grid, browser):
     result = study(grid, "--root", str(grid.path))
     assert result.returncode == 0, result.stderr[-2000:]
-    assert re.match(r"wrote .*reports/study.html: 2 cells \(fashion-mnist × cnn, mnist × resnet\); \d verdicts hold",
-                    result.stdout), result.stdout
+    assert re.match(r"wrote .*reports/study.html: 2 cells \(fashion-mnist × cnn \(seeds 0, 1\), mnist × resnet\); "
+                    r"\d verdicts hold", result.stdout), result.stdout
     warnings = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(warnings) == 1 and "experiment cell-broken failed" in warnings[0] and "left out" in warnings[0]
     page = grid.path / "reports/study.html"
@@ -69,6 +72,9 @@ def test_the_study_page_compares_the_cells_and_names_what_it_left_out(grid, brow
     assert "Which verdicts hold across every cell" in html
     assert html.count('class="verdict') >= 2 * len(METHODS + CONTROLS)
     assert "cell-broken" in html and "tags.dvc_exp_name = 'cell-resnet'" in html
+    # both seeds of the Fashion-MNIST cell, side by side, none dropped as a repeat
+    assert "The verdict at each seed" in html and "seed 1" in html and "cell-fashion-seed1" in html
+    assert "repeats" not in html
     from mnist_xai.data import DATASETS
 
     assert any(f"<span>{name}</span>" in html for name in DATASETS["fashion-mnist"].class_names[1:])  # not digits
@@ -103,3 +109,36 @@ def test_each_stage_of_a_queued_pair_shared_the_cores(grid):
     logs = "".join(grid.dvc("queue", "logs", name, check=False).stdout for name in CELLS)
     assert re.search(r"2 stages running at once: \d+ of \d+ cores' threads for this one", logs)
 
+
+
+def test_the_study_reads_only_the_rows_it_shows(tmp_path):
+    """Four example maps of a method cost their rows and the file's indices, not the whole explanation file."""
+    import numpy as np
+
+    from mnist_xai.files import atomic_write_npz
+    from mnist_xai.study import read_rows
+
+    rng = np.random.default_rng(0)
+    maps = rng.standard_normal((1000, 28, 28)).astype(np.float32)
+    path = tmp_path / "explanation.npz"
+    atomic_write_npz(path, maps=maps, indices=np.arange(0, 3000, 3))
+
+    class Counting:  # a real file, with the bytes read through it counted
+        def __init__(self, handle):
+            self.handle, self.read_bytes = handle, 0
+
+        def read(self, size=-1):
+            data = self.handle.read(size)
+            self.read_bytes += len(data)
+            return data
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+    with open(path, "rb") as raw:
+        counting = Counting(raw)
+        shown = read_rows(counting, "maps", [3, 0, 7, 5])
+    assert np.array_equal(shown, maps[[3, 0, 7, 5]])
+    assert counting.read_bytes < path.stat().st_size / 20, (counting.read_bytes, path.stat().st_size)
+    with open(path, "rb") as raw:
+        assert np.array_equal(read_rows(raw, "indices"), np.arange(0, 3000, 3))

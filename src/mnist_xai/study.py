@@ -1,9 +1,11 @@
-"""A study across a grid of experiments (dataset x architecture): does each method's verdict transfer?
+"""A study across a grid of experiments (dataset x architecture x seed): does each method's verdict transfer?
 
 Reads DVC experiments as DVC stores them: `dvc exp show --json` lists them with their params and metrics,
-and DVC's file system reads each one's explanations and test images from the DVC cache. Nothing is re-run.
-An experiment that lacks an output is named in one line and left out. The page is self-contained and offline,
-like the report.
+and DVC's file system reads what the page shows from the DVC cache. Nothing is re-run. The experiments of one
+cell (dataset x architecture) that differ in `base.seed` are shown together, each method's verdict with how many
+seeds reach it. Only what the page shows is read: each cell's example maps come from its first seed, and from
+each explanation file only its indices and the rows of the example images. An experiment that lacks an output is
+named in one line and left out. The page is self-contained and offline, like the report.
 """
 
 from __future__ import annotations
@@ -33,10 +35,13 @@ class StudyError(UserError):
 
 @dataclass
 class Cell:
+    """One experiment: a cell of the grid at one seed."""
+
     experiment: str
     rev: str
     dataset: str
     arch: str
+    seed: int
     accuracy: float
     quality: dict  # metrics/quality.json
     decoy: dict  # metrics/decoy.json
@@ -55,6 +60,49 @@ class Cell:
     @property
     def methods(self) -> dict[str, dict]:
         return self.quality["methods"]
+
+
+@dataclass
+class Group:
+    """A cell of the grid (dataset x architecture) with its experiments, one per seed, lowest seed first."""
+
+    dataset: str
+    arch: str
+    runs: list[Cell]
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset} × {self.arch}"
+
+    @property
+    def shown(self) -> Cell:
+        """The run whose scores and example maps the page shows."""
+        return self.runs[0]
+
+    @property
+    def seeds(self) -> list[int]:
+        return [run.seed for run in self.runs]
+
+    def verdicts(self, method: str) -> list[str]:
+        return [run.methods[method]["verdict"] for run in self.runs if method in run.methods]
+
+
+def group_by_cell(cells: list[Cell], left_out: list[str]) -> list[Group]:
+    """The experiments grouped by dataset x architecture, seeds together. Two experiments of the same cell and
+    seed repeat each other: the newest (`dvc exp show` lists it first) is kept, and the other named in left_out."""
+    kept: dict[tuple[str, str, int], Cell] = {}
+    for cell in cells:
+        key = (cell.dataset, cell.arch, cell.seed)
+        if key in kept:
+            left_out.append(f"experiment {cell.experiment} repeats {cell.label} at seed {cell.seed} of "
+                            f"{kept[key].experiment}")
+            log.warning("%s: left out of the study", left_out[-1])
+        else:
+            kept[key] = cell
+    groups: dict[tuple[str, str], list[Cell]] = {}
+    for (dataset, arch, _), cell in sorted(kept.items()):
+        groups.setdefault((dataset, arch), []).append(cell)
+    return [Group(dataset, arch, runs) for (dataset, arch), runs in groups.items()]
 
 
 def list_experiments(root: Path) -> list[dict]:
@@ -95,44 +143,69 @@ def load_cell(root: Path, experiment: dict) -> Cell:
     except Exception as error:  # noqa: BLE001 - DVC raises many kinds; all mean the file is not there
         raise StudyError(f"experiment {name} lacks quality/verdicts.json ({type(error).__name__})") from None
     return Cell(experiment=name, rev=experiment["rev"], dataset=params.get("base", {}).get("dataset", "mnist"),
-                arch=params.get("train", {}).get("arch", "cnn"), accuracy=metrics["metrics/evaluate.json"]["accuracy"],
+                arch=params.get("train", {}).get("arch", "cnn"), seed=int(params.get("base", {}).get("seed", 0)),
+                accuracy=metrics["metrics/evaluate.json"]["accuracy"],
                 quality=metrics["metrics/quality.json"], decoy=metrics["metrics/decoy.json"], verdicts=verdicts)
 
 
-def load_examples(root: Path, cells: list[Cell]) -> None:
-    """For each dataset, the first EXAMPLES test images that every cell of it explained; each cell's maps of
-    them, and the images themselves, read through DVC."""
+def load_examples(root: Path, groups: list[Group]) -> None:
+    """For each dataset, the first EXAMPLES test images that the shown run of every cell explained; each shown
+    run's maps of them, and the images themselves, read through DVC. Of each explanation file only its indices and
+    the rows of those images are read (see read_rows), not the whole file."""
     from dvc.api import DVCFileSystem
 
     from mnist_xai.data import parse_idx
 
     by_dataset: dict[str, list[Cell]] = {}
-    for cell in cells:
-        by_dataset.setdefault(cell.dataset, []).append(cell)
-    for dataset, group in by_dataset.items():
-        explained = {}
-        for cell in group:
-            fs = DVCFileSystem(str(root), rev=cell.rev)
-            arrays = {}
+    for group in groups:
+        by_dataset.setdefault(group.dataset, []).append(group.shown)
+    for dataset, shown in by_dataset.items():
+        systems = {cell.experiment: DVCFileSystem(str(root), rev=cell.rev) for cell in shown}
+        indices = {}
+        for cell in shown:
             for method in cell.methods:
-                with fs.open(f"explanations/{method}.npz", "rb") as handle, np.load(handle) as archive:
-                    arrays[method] = (archive["indices"], archive["maps"])
-            explained[cell.experiment] = (fs, arrays)
-        common = None
-        for _, arrays in explained.values():
-            for indices, _ in arrays.values():
-                common = set(indices.tolist()) if common is None else common & set(indices.tolist())
-        chosen = sorted(common or [])[:EXAMPLES]
-        fs = explained[group[0].experiment][0]  # the same test split in every cell of a dataset: read it once
+                with systems[cell.experiment].open(f"explanations/{method}.npz", "rb") as handle:
+                    indices[cell.experiment, method] = read_rows(handle, "indices")
+        common = set.intersection(*(set(found.tolist()) for found in indices.values())) if indices else set()
+        chosen = sorted(common)[:EXAMPLES]
+        fs = systems[shown[0].experiment]  # the same test split in every cell of a dataset: read it once
         with fs.open(f"data/{dataset}/t10k-images-idx3-ubyte", "rb") as handle:
             images = parse_idx(handle.read(), "t10k-images-idx3-ubyte")[chosen]
         with fs.open(f"data/{dataset}/t10k-labels-idx1-ubyte", "rb") as handle:
             labels = parse_idx(handle.read(), "t10k-labels-idx1-ubyte")[chosen]
-        for cell in group:
+        for cell in shown:
             cell.indices, cell.images, cell.labels = chosen, images, labels
-            for method, (indices, maps) in explained[cell.experiment][1].items():
-                rows = {index: row for row, index in enumerate(indices.tolist())}
-                cell.maps[method] = maps[[rows[i] for i in chosen]]
+            for method in cell.methods:
+                position = {index: row for row, index in enumerate(indices[cell.experiment, method].tolist())}
+                with systems[cell.experiment].open(f"explanations/{method}.npz", "rb") as handle:
+                    cell.maps[method] = read_rows(handle, "maps", [position[i] for i in chosen])
+
+
+def read_rows(handle, name: str, rows: list[int] | None = None) -> np.ndarray:
+    """Array `name` of an .npz file (a seekable binary file object), or only its `rows` along the first axis: the
+    member is decompressed as a stream up to the last row wanted and no further, so showing four images of a
+    method costs what their rows cost, not the whole file (1,000 maps per method by default)."""
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    with zipfile.ZipFile(handle) as archive, archive.open(f"{name}.npy") as member:
+        if rows is None:
+            return npy.read_array(member)
+        version = npy.read_magic(member)
+        header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, fortran_order, dtype = header(member)
+        if fortran_order or dtype.hasobject:
+            raise ValueError(f"{name}.npy is not a C-ordered numeric array")
+        row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        found, position = {}, 0
+        for row in sorted(set(rows)):
+            skip = (row - position) * row_bytes
+            while skip > 0:  # read and drop: a deflated stream cannot seek
+                skip -= len(member.read(min(skip, 1 << 20)))
+            found[row] = np.frombuffer(member.read(row_bytes), dtype=dtype).reshape(shape[1:])
+            position = row + 1
+        return np.stack([found[row] for row in rows]) if rows else np.empty((0, *shape[1:]), dtype=dtype)
 
 
 def find_runs(cells: list[Cell], experiment_name: str) -> str | None:
@@ -168,19 +241,29 @@ def find_runs(cells: list[Cell], experiment_name: str) -> str | None:
         return None
 
 
-def transfer(cells: list[Cell]) -> list[dict]:
-    """Per method: its verdict in every cell, and whether it holds (the same everywhere) or flips."""
+def transfer(groups: list[Group]) -> list[dict]:
+    """Per method: in every cell, its verdict at each seed and the one most seeds reach (with how many); it holds
+    when every seed of every cell reaches the same verdict, and flips otherwise."""
+    from collections import Counter
+
     from mnist_xai.attribution.registry import CONTROLS
 
-    methods = [m for m in cells[0].methods if m not in CONTROLS and all(m in c.methods for c in cells)]
+    runs = [run for group in groups for run in group.runs]
+    methods = [m for m in groups[0].shown.methods if m not in CONTROLS and all(m in run.methods for run in runs)]
     rows = []
     for method in methods:
-        verdicts = [cell.methods[method]["verdict"] for cell in cells]
-        rows.append({"method": method, "verdicts": verdicts, "holds": len(set(verdicts)) == 1})
+        cells = []
+        for group in groups:
+            verdicts = group.verdicts(method)
+            modal, support = Counter(verdicts).most_common(1)[0]
+            cells.append({"verdict": modal, "support": support, "seeds": len(verdicts), "all": verdicts})
+        everything = [verdict for cell in cells for verdict in cell["all"]]
+        rows.append({"method": method, "cells": cells, "verdicts": [cell["verdict"] for cell in cells],
+                     "holds": len(set(everything)) == 1})
     return rows
 
 
-def build_page(cells: list[Cell], rows: list[dict], left_out: list[str], tracking_uri: str | None,
+def build_page(groups: list[Group], rows: list[dict], left_out: list[str], tracking_uri: str | None,
                root: Path) -> str:
     from mnist_xai.attribution import is_signed
     from mnist_xai.data import get_dataset
@@ -188,7 +271,7 @@ def build_page(cells: list[Cell], rows: list[dict], left_out: list[str], trackin
     from mnist_xai.report import figures
     from mnist_xai.report.builder import render_template
 
-    for cell in cells:
+    for cell in (group.shown for group in groups):
         names = get_dataset(cell.dataset).class_names
         cell.gallery = {
             "samples": [{"src": figures.data_uri(figures.digit_png(image)), "label": names[int(label)],
@@ -202,47 +285,45 @@ def build_page(cells: list[Cell], rows: list[dict], left_out: list[str], trackin
                 for image, attribution, index in zip(cell.images, maps, cell.indices, strict=True)]}
                 for method, maps in cell.maps.items()]}
     return render_template(Path(__file__).parent / "study.html.j2", dict(
-        cells=cells, rows=rows, left_out=left_out, tracking_uri=tracking_uri, scores=KEY_SCORES,
+        groups=groups, rows=rows, left_out=left_out, tracking_uri=tracking_uri, scores=KEY_SCORES,
         labels={key: BY_KEY[key] for key in KEY_SCORES}, verdict_class=VERDICT_CLASS,
         holding=[row for row in rows if row["holds"]], flipping=[row for row in rows if not row["holds"]],
         root=str(root)))
 
 
-def study(root: Path, names: list[str], out: Path, experiment_name: str = "mnist-xai") -> dict[str, Any]:
-    """Build the study page from `names` (default: every experiment); returns what it contains."""
+def study(root: Path, names: list[str], out: Path, experiment_name: str = "mnist-xai",
+          allow_missing: bool = False) -> dict[str, Any]:
+    """Build the study page from `names` (default: every experiment); returns what it contains. With
+    `allow_missing`, a name with no experiment (a cell of a grid that failed) is named as left out."""
     experiments = list_experiments(root)
+    missing_names = []
     if names:
         unknown = sorted(set(names) - {e["name"] for e in experiments})
-        if unknown:
+        if unknown and allow_missing:
+            missing_names = [f"experiment {name} is not here (its cell failed?)" for name in unknown]
+        elif unknown:
             raise StudyError(f"no DVC experiment named {', '.join(unknown)} in {root} (see `dvc exp show`)")
         experiments = [e for e in experiments if e["name"] in names]
     if not experiments:
         raise StudyError(f"no DVC experiments in {root}: queue a grid first, e.g. dvc exp run --queue -S "
                          "base.dataset=mnist,fashion-mnist -S train.arch=cnn,resnet; dvc queue start -j 2")
-    cells, left_out = [], []
+    cells, left_out = [], list(missing_names)
     for experiment in experiments:
         try:
             cells.append(load_cell(root, experiment))
         except StudyError as error:
             log.warning("%s: left out of the study", error)
             left_out.append(str(error))
-    newest: dict[str, Cell] = {}
-    for cell in cells:  # dvc exp show lists the newest first: keep that one per (dataset, architecture)
-        if cell.label in newest:
-            left_out.append(f"experiment {cell.experiment} repeats the cell {cell.label} of "
-                            f"{newest[cell.label].experiment}")
-            log.warning("%s: left out of the study", left_out[-1])
-        else:
-            newest[cell.label] = cell
-    cells = sorted(newest.values(), key=lambda c: (c.dataset, c.arch))
-    if not cells:
+    groups = group_by_cell(cells, left_out)
+    if not groups:
         raise StudyError("no experiment has the outputs a study needs (metrics/quality.json and the "
                          "explanations): run them to the end first")
-    load_examples(root, cells)
-    uri = find_runs(cells, experiment_name)
-    rows = transfer(cells)
-    page = build_page(cells, rows, left_out, uri, root)
+    load_examples(root, groups)
+    uri = find_runs([run for group in groups for run in group.runs], experiment_name)
+    rows = transfer(groups)
+    page = build_page(groups, rows, left_out, uri, root)
     from mnist_xai.files import atomic_write_text
 
     atomic_write_text(out, page)
-    return {"cells": [c.label for c in cells], "left_out": left_out, "transfer": rows}
+    return {"cells": [g.label for g in groups], "seeds": {g.label: g.seeds for g in groups}, "left_out": left_out,
+            "transfer": rows}
