@@ -47,8 +47,8 @@ def mlflow_server(backend_store_uri: str, artifacts: Path, log: Path, extra: lis
                "--workers", str(workers), *extra]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **(env or {})}
     with open(log, "w") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env,
-                                   start_new_session=True)
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env, cwd=log.parent,
+                                   start_new_session=True)  # in its own folder: basic-auth writes basic_auth.db there
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{uri}/health", process)

@@ -280,7 +280,9 @@ def run_study(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     result = study(root, args.experiments, out)
     flips = [row["method"] for row in result["transfer"] if not row["holds"]]
-    print(f"wrote {out}: {len(result['cells'])} cells ({', '.join(result['cells'])}); "
+    cells = [label if len(seeds) == 1 else f"{label} (seeds {', '.join(map(str, seeds))})"
+             for label, seeds in ((label, result["seeds"][label]) for label in result["cells"])]
+    print(f"wrote {out}: {len(result['cells'])} cells ({', '.join(cells)}); "
           f"{len(result['transfer']) - len(flips)} verdicts hold, {len(flips)} flip"
           f"{': ' + ', '.join(flips) if flips else ''} ({time.perf_counter() - started:.1f} s)")
 
@@ -331,6 +333,75 @@ def run_stability(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# cell and grid
+
+
+def add_cell_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repo", required=True, help="the git remote to clone and push to (URL or path)")
+    parser.add_argument("--rev", required=True, help="the commit to run (on that remote)")
+    parser.add_argument("--name", required=True, help="the experiment's name, unique in the grid")
+    parser.add_argument("-S", "--set-param", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="a param for this cell, as dvc exp run -S takes it (repeatable)")
+    parser.add_argument("--cpus", type=int, help="torch threads for its stages (default: every core)")
+    parser.add_argument("--workdir", type=Path, help="where the temporary clone goes (default: the system's)")
+    parser.add_argument("--die-with-parent", action="store_true",
+                        help="stop the cell, dvc and its stages when the process that started it dies (Ray uses it)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each step")
+
+
+def run_cell(args: argparse.Namespace) -> None:
+    from mnist_xai.grid import cell
+
+    if args.cpus is not None and args.cpus < 1:
+        raise UserError(f"--cpus {args.cpus}: give at least 1")
+    outcome = cell(args.repo, args.rev, args.name, args.settings, cpus=args.cpus, workdir=args.workdir,
+                   die_with_parent=args.die_with_parent)
+    print(f"cell {args.name}: {outcome}")
+
+
+def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-S", "--set-param", dest="settings", action="append", default=[], metavar="KEY=A,B",
+                        help="a param and its values; one cell per combination (repeatable)")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local: DVC's queue in this repository (default); ray: one Ray task per cell")
+    parser.add_argument("--jobs", type=int, default=2, help="local engine: experiments at a time (default 2)")
+    parser.add_argument("--address", help="ray engine: the cluster to join, HOST:PORT (default: a cluster of this "
+                                          "machine alone, on 127.0.0.1)")
+    parser.add_argument("--cpus-per-cell", type=int, default=1, help="ray engine: CPUs (torch threads) per cell")
+    parser.add_argument("--prefix", default="cell", help="the cells' names start with it (default: cell)")
+    parser.add_argument("--list", action="store_true",
+                        help="only print the cells, one per line (NAME -S KEY=VALUE ...), for another scheduler: "
+                             "see deploy/")
+    add_repository_arguments(parser, "the study page (default: ROOT/reports/study.html)")
+
+
+def run_grid(args: argparse.Namespace) -> None:
+    from mnist_xai import grid
+    from mnist_xai.study import study
+
+    root = repository(args)
+    if not args.settings:
+        raise UserError("give the grid's params, e.g. -S base.dataset=mnist,fashion-mnist -S train.arch=cnn,resnet")
+    if args.jobs < 1 or args.cpus_per_cell < 1:
+        raise UserError("--jobs and --cpus-per-cell must be at least 1")
+    cells = grid.expand(args.settings, args.prefix)
+    if args.list:
+        for name, settings in cells.items():
+            print(" ".join([name, *(f"-S {setting}" for setting in settings)]))
+        return
+    print(f"{len(cells)} cells: {', '.join(cells)}")
+    if args.engine == "ray":
+        outcome = grid.run_ray(root, cells, args.address, args.cpus_per_cell)
+        for name, result in outcome.items():
+            print(f"cell {name}: {result}")
+    else:
+        grid.run_queue(root, cells, args.jobs, desc="cells")
+    out = args.out or root / "reports" / "study.html"
+    result = study(root, list(cells), out, allow_missing=True)
+    print(f"wrote {out}: {len(result['cells'])} cells, {len(result['left_out'])} left out")
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The command line
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None]]] = {
@@ -340,6 +411,10 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
               add_study_arguments, run_study),
     "stability": ("re-run the default pipeline with several base.seed values: do the verdicts and intervals hold?",
                   add_stability_arguments, run_stability),
+    "cell": ("run one experiment of a grid on this machine: clone at a commit, dvc exp run, dvc exp push",
+             add_cell_arguments, run_cell),
+    "grid": ("run a grid of experiments (locally through DVC's queue, or on a Ray cluster), then the study page",
+             add_grid_arguments, run_grid),
 }
 
 

@@ -11,9 +11,6 @@ Not part of `dvc repro`: `mnist-xai stability` runs it.
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -37,39 +34,12 @@ def reported(row: dict) -> str:
     return row["verdict"]
 
 
-def run_seeds(root: Path, seeds: list[int], jobs: int, timeout: float = 6 * 3600) -> None:
+def run_seeds(root: Path, seeds: list[int], jobs: int) -> None:
     """Queue one full run per seed not already done (`dvc exp run --queue -n seed-S -S base.seed=S`), run the queue
-    `jobs` at a time and wait for it, with one line per finished experiment."""
-    from mnist_xai.study import list_experiments
+    `jobs` at a time and wait for it (grid.run_queue, the grid's local engine)."""
+    from mnist_xai.grid import run_queue
 
-    def dvc(*args: str) -> subprocess.CompletedProcess:
-        result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
-        if result.returncode != 0:
-            detail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise UserError(f"`dvc {' '.join(args)}` failed in {root}: {detail}")
-        return result
-
-    done = {e["name"] for e in list_experiments(root) if not e.get("error")}
-    queued = [seed for seed in seeds if experiment_name(seed) not in done]
-    for seed in queued:
-        dvc("exp", "run", "--queue", "-n", experiment_name(seed), "-S", f"base.seed={seed}")
-    if not queued:
-        return
-    log.info("queued %d runs (%s); running %d at a time", len(queued), ", ".join(map(str, queued)), jobs)
-    dvc("queue", "start", "-j", str(jobs))
-    from tqdm.auto import tqdm
-
-    started = time.monotonic()
-    with tqdm(total=len(queued), desc="stability runs", unit="run") as bar:
-        while time.monotonic() - started < timeout:
-            status = dvc("queue", "status").stdout
-            finished = sum(status.count(word) for word in ("Success", "Failed"))
-            bar.update(max(0, min(finished, len(queued)) - bar.n))
-            if "Queued" not in status and "Running" not in status:
-                break
-            time.sleep(10)
-        else:
-            raise UserError(f"the stability runs did not finish in {timeout / 3600:.0f} h: see `dvc queue status`")
+    run_queue(root, {experiment_name(seed): [f"base.seed={seed}"] for seed in seeds}, jobs, desc="stability runs")
 
 
 def collect(root: Path, seeds: list[int]) -> dict[int, dict]:

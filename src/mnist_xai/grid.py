@@ -1,0 +1,229 @@
+"""Grids of experiments beyond one machine: the cell command any scheduler can run, and `mnist-xai grid`.
+
+A *cell* is one DVC experiment: the pipeline at one commit with some params set (`-S key=value`). DVC cannot run
+experiments on other machines, but it shares them: `cell()` clones the repository at the commit, runs the
+experiment there (`dvc exp run --pull --allow-missing`: stages already run anywhere come from the DVC remote's
+run-cache), and pushes it (`dvc exp push --run-cache`: the git ref to the git remote, the outputs and run-cache to
+the DVC remote). Stages log to whatever MLFLOW_TRACKING_URI the machine sets: the team's server. A cell whose
+experiment is already on the git remote is skipped, so re-running a cell after its machine died completes it and
+pushes it once.
+
+`grid()` expands `-S key=a,b -S other=c,d` into cells and runs them with an engine: `local` queues them in this
+repository (`dvc exp run --queue`, `dvc queue start -j N`); `ray` submits one Ray task per cell, each running the
+cell command on whichever node Ray picks with that cell's CPUs, retried when its node dies, then pulls the results
+(`dvc exp pull`). Either way the study page is built from them.
+
+Credentials never travel in a task's arguments: each node reads the DVC remote's and MLflow's from its own
+environment.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mnist_xai.errors import UserError
+
+log = logging.getLogger(__name__)
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a git ref component DVC accepts as an experiment name
+
+
+class GridError(UserError):
+    """A cell or a grid that cannot run as asked (a name, a setting, a remote, a failed command)."""
+
+
+def _run(command: list[str], cwd: Path | None = None, env: dict | None = None, what: str | None = None,
+         capture: bool = True) -> subprocess.CompletedProcess:
+    """Run a command; a failure is one GridError line with the command's last line of output."""
+    result = subprocess.run(command, cwd=cwd, env=env, text=True, capture_output=capture)
+    if result.returncode != 0:
+        output = ((result.stderr or "") + (result.stdout or "")).strip().splitlines()
+        detail = output[-1] if output else f"exit status {result.returncode}"
+        raise GridError(f"`{what or ' '.join(command[:4])}` failed: {detail}")
+    return result
+
+
+def _dvc(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dvc", *args]
+
+
+def check_settings(settings: list[str]) -> None:
+    for setting in settings:
+        if "=" not in setting or not setting.split("=", 1)[0].strip():
+            raise GridError(f"-S {setting!r}: give key=value, e.g. -S base.seed=1")
+
+
+def experiment_on_remote(repo_url: str, name: str) -> bool:
+    """Whether the git remote holds an experiment of that name (DVC keeps them as refs/exps/../<name>)."""
+    refs = _run(["git", "ls-remote", repo_url, "refs/exps/*"], what=f"git ls-remote {repo_url}").stdout
+    return any(line.split("\t", 1)[-1].rsplit("/", 1)[-1] == name for line in refs.splitlines())
+
+
+def cell(repo_url: str, rev: str, name: str, settings: list[str], *, cpus: int | None = None,
+         workdir: Path | None = None, die_with_parent: bool = False) -> str:
+    """Run one cell: clone `repo_url` at `rev`, `dvc exp run --pull --allow-missing -n name -S ...`, and push the
+    experiment with its outputs and run-cache. Returns "pushed", or "skipped" when the git remote already holds it.
+    `cpus` sets the torch threads (OMP_NUM_THREADS) of its stages. `die_with_parent`: when the process that started
+    this one dies (a Ray worker whose node died), kill this cell's whole process group, so that the retry elsewhere
+    is the only run of it that can push."""
+    if die_with_parent:
+        _die_with_parent()
+    if not NAME.match(name):
+        raise GridError(f"--name {name!r}: use letters, digits, '-', '_' and '.', starting with a letter or digit")
+    check_settings(settings)
+    if experiment_on_remote(repo_url, name):
+        log.info("cell %s: already on %s, skipped", name, repo_url)
+        return "skipped"
+    if not os.environ.get("MLFLOW_TRACKING_URI", "").startswith(("http://", "https://")):
+        log.warning("cell %s: MLFLOW_TRACKING_URI names no tracking server, so its MLflow runs stay in a temporary "
+                    "clone and are lost; set it to the team's server", name)
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(cpus)} if cpus else {})}
+    with tempfile.TemporaryDirectory(prefix=f"mnist-xai-cell-{name}-", dir=workdir) as folder:
+        clone = Path(folder) / "repo"
+        _run(["git", "clone", "--quiet", repo_url, str(clone)], what=f"git clone {repo_url}")
+        _run(["git", "checkout", "--quiet", "--detach", rev], cwd=clone, what=f"git checkout {rev}")
+        if not _run(_dvc("remote", "default"), cwd=clone, env=env, what="dvc remote default").stdout.strip():
+            raise GridError(f"the repository at {rev} has no default DVC remote to share results through: add one "
+                            "(dvc remote add -d team <url>), commit .dvc/config, and push")
+        started = time.monotonic()
+        log.info("cell %s: running at %s with %s", name, rev, " ".join(settings) or "the default params")
+        _run(_dvc("exp", "run", "--pull", "--allow-missing", "-n", name,
+                  *(arg for setting in settings for arg in ("-S", setting))),
+             cwd=clone, env=env, what=f"dvc exp run -n {name}", capture=False)
+        _run(_dvc("exp", "push", "--run-cache", "origin", name), cwd=clone, env=env, what=f"dvc exp push {name}")
+        log.info("cell %s: pushed after %.0f s", name, time.monotonic() - started)
+    return "pushed"
+
+
+def _die_with_parent() -> None:
+    """Watch the parent process; once it is gone, SIGKILL this process group (this process leads it: the Ray task
+    starts it in a session of its own), dvc and the stages included."""
+    import signal
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+def expand(settings: list[str], prefix: str = "cell") -> dict[str, list[str]]:
+    """`-S key=a,b -S other=c` -> {name: [key=a, other=c], ...}, one cell per combination; each name joins the
+    prefix and the values that vary (cell-mnist-cnn-0)."""
+    check_settings(settings)
+    axes = []
+    for setting in settings:
+        key, values = setting.split("=", 1)
+        choices = [value.strip() for value in values.split(",")]
+        if any(not value for value in choices):
+            raise GridError(f"-S {setting!r}: an empty value; give key=a,b,c")
+        axes.append([(key.strip(), value) for value in choices])
+    cells = {}
+    for combination in itertools.product(*axes):
+        varying = [value for (key, value), axis in zip(combination, axes, strict=True) if len(axis) > 1]
+        name = "-".join([prefix, *(re.sub(r"[^A-Za-z0-9_.-]", "_", value) for value in varying)])
+        cells[name] = [f"{key}={value}" for key, value in combination]
+    return cells
+
+
+def run_queue(root: Path, cells: dict[str, list[str]], jobs: int, desc: str = "experiments",
+              timeout: float = 12 * 3600) -> list[str]:
+    """The local engine: queue every cell not already done here (`dvc exp run --queue -n NAME -S ...`), run the
+    queue `jobs` at a time and wait for it. Returns the names queued."""
+    from mnist_xai.study import list_experiments
+
+    done = {e["name"] for e in list_experiments(root) if not e.get("error")}
+    queued = [name for name in cells if name not in done]
+    for name in queued:
+        _run(_dvc("exp", "run", "--queue", "-n", name, *(a for s in cells[name] for a in ("-S", s))), cwd=root)
+    if not queued:
+        return queued
+    log.info("queued %d experiments; running %d at a time", len(queued), jobs)
+    _run(_dvc("queue", "start", "-j", str(jobs)), cwd=root)
+    from tqdm.auto import tqdm
+
+    started = time.monotonic()
+    with tqdm(total=len(queued), desc=desc, unit="run") as bar:
+        while time.monotonic() - started < timeout:
+            status = _run(_dvc("queue", "status"), cwd=root).stdout
+            finished = sum(status.count(word) for word in ("Success", "Failed"))
+            bar.update(max(0, min(finished, len(queued)) - bar.n))
+            if "Queued" not in status and "Running" not in status:
+                return queued
+            time.sleep(5)
+    raise GridError(f"the {desc} did not finish in {timeout / 3600:.0f} h: see `dvc queue status`")
+
+
+def pushed_commit(root: Path) -> tuple[str, str]:
+    """(the git remote's URL, this repository's HEAD commit), which the git remote must already hold: the cells run
+    on other machines, which clone it from there."""
+    url = _run(["git", "remote", "get-url", "origin"], cwd=root, what="git remote get-url origin").stdout.strip()
+    head = _run(["git", "rev-parse", "HEAD"], cwd=root).stdout.strip()
+    if _run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root).stdout.strip():
+        raise GridError("the working tree has uncommitted changes, which the cells (clones of a commit) would not "
+                        "see: commit them and push")
+    if not _run(["git", "branch", "-r", "--contains", head], cwd=root).stdout.strip():
+        raise GridError(f"commit {head[:10]} is not on the git remote origin ({url}): push it first (git push)")
+    return url, head
+
+
+def run_ray(root: Path, cells: dict[str, list[str]], address: str | None, cpus_per_cell: int,
+            retries: int = 3) -> dict[str, str]:
+    """The Ray engine: one task per cell, each the cell command with `cpus_per_cell` CPUs, retried (up to
+    `retries` times) when its worker or node dies; then the experiments pulled into this repository."""
+    try:
+        import ray
+    except ImportError:
+        raise GridError("the Ray engine needs Ray: pip install -e '.[ray]' (or use --engine local)") from None
+    url, head = pushed_commit(root)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # Ray reports usage to its makers unless told not to
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:  # a cluster of this machine alone, on loopback, token-authenticated, with no dashboard
+        os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray generates the token and keeps it in ~/.ray
+        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+    task = ray.remote(num_cpus=cpus_per_cell, max_retries=retries)(_cell_task)
+    pending = {task.remote(url, head, name, settings, cpus_per_cell): name for name, settings in cells.items()}
+    outcome = {}
+    from tqdm.auto import tqdm
+
+    try:
+        with tqdm(total=len(pending), desc="cells", unit="cell") as bar:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                name = pending.pop(ready[0])
+                try:
+                    outcome[name] = ray.get(ready[0])
+                except Exception as error:  # noqa: BLE001 - a failed cell is reported, the others go on
+                    outcome[name] = f"failed: {str(error).strip().splitlines()[-1]}"
+                    log.warning("cell %s %s", name, outcome[name])
+                bar.update(1)
+    finally:
+        ray.shutdown()
+    for name, result in outcome.items():
+        if not result.startswith("failed"):
+            _run(_dvc("exp", "pull", "--run-cache", "origin", name), cwd=root, what=f"dvc exp pull origin {name}")
+    return outcome
+
+
+def _cell_task(url: str, rev: str, name: str, settings: list[str], cpus: int) -> str:
+    """One Ray task: the cell command in a process of its own, as any scheduler runs it."""
+    command = [sys.executable, "-m", "mnist_xai.cli", "cell", "--repo", url, "--rev", rev, "--name", name,
+               "--cpus", str(cpus), "--die-with-parent", *(arg for setting in settings for arg in ("-S", setting))]
+    result = subprocess.run(command, capture_output=True, text=True, start_new_session=True)
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        raise RuntimeError(lines[-1] if lines else f"exit status {result.returncode}")
+    return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "pushed"
