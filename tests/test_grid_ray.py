@@ -1,8 +1,8 @@
 """`mnist-xai grid --engine ray` on a real Ray cluster of separate processes on 127.0.0.1: a head with no CPUs and
 two worker nodes with one CPU each, a bare git repository as the git remote, a local folder as the DVC remote and
-an `mlflow server` as the team's server. One worker node is killed while its cell runs: Ray retries that cell on
-the other node, every cell ends pushed exactly once, the study page lists every cell, and the server has no run
-left RUNNING."""
+an `mlflow server` on PostgreSQL as the team's server. One worker node is killed while its cell runs: Ray retries
+that cell on the other node, every cell ends pushed exactly once, the study page lists every cell, and the server
+has no run left RUNNING."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import quick_params
 from tests.helpers import PipelineRepo
-from tests.servers import free_port, mlflow_server
+from tests.servers import free_port, mlflow_server, postgres_cluster
 
 pytestmark = pytest.mark.xdist_group("ray")
 # Ray reports usage to its makers unless told not to; every node and the driver share one token (from the
@@ -61,7 +61,8 @@ def cluster(tmp_path_factory):
     subprocess.run(["git", "init", "-q", "--bare", str(tmp / "remote.git")], check=True)
     repo.git("remote", "add", "origin", str(tmp / "remote.git"))
     repo.git("push", "-q", "-u", "origin", "main")
-    with mlflow_server(f"sqlite:///{tmp / 'server.db'}", tmp / "artifacts", tmp / "server.log") as uri:
+    with postgres_cluster(tmp / "pg") as database, \
+            mlflow_server(database, tmp / "artifacts", tmp / "server.log") as uri:
         ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's Unix sockets live under it
         env = {**repo.env, **RAY_ENV, "MLFLOW_TRACKING_URI": uri, "RAY_TMPDIR": ray_tmp}
         env.pop("OMP_NUM_THREADS", None)
