@@ -70,7 +70,8 @@ def experiment_on_remote(repo_url: str, name: str) -> bool:
 def cell(repo_url: str, rev: str, name: str, settings: list[str], *, cpus: int | None = None,
          workdir: Path | None = None, die_with_parent: bool = False) -> str:
     """Run one cell: clone `repo_url` at `rev`, `dvc exp run --pull --allow-missing -n name -S ...`, and push the
-    experiment with its outputs and run-cache. Returns "pushed", or "skipped" when the git remote already holds it.
+    experiment with its outputs and run-cache. Returns "pushed (clone s, run s, push s)", or "skipped" when the git
+    remote already holds it.
     `cpus` sets the torch threads (OMP_NUM_THREADS) of its stages. `die_with_parent`: when the process that started
     this one dies (a Ray worker whose node died), kill this cell's whole process group, so that the retry elsewhere
     is the only run of it that can push."""
@@ -86,21 +87,25 @@ def cell(repo_url: str, rev: str, name: str, settings: list[str], *, cpus: int |
         log.warning("cell %s: MLFLOW_TRACKING_URI names no tracking server, so its MLflow runs stay in a temporary "
                     "clone and are lost; set it to the team's server", name)
     env = {**os.environ, **({"OMP_NUM_THREADS": str(cpus)} if cpus else {})}
+    seconds = {}
     with tempfile.TemporaryDirectory(prefix=f"mnist-xai-cell-{name}-", dir=workdir) as folder:
         clone = Path(folder) / "repo"
+        started = time.monotonic()
         _run(["git", "clone", "--quiet", repo_url, str(clone)], what=f"git clone {repo_url}")
         _run(["git", "checkout", "--quiet", "--detach", rev], cwd=clone, what=f"git checkout {rev}")
         if not _run(_dvc("remote", "default"), cwd=clone, env=env, what="dvc remote default").stdout.strip():
             raise GridError(f"the repository at {rev} has no default DVC remote to share results through: add one "
                             "(dvc remote add -d team <url>), commit .dvc/config, and push")
-        started = time.monotonic()
+        seconds["clone"], started = time.monotonic() - started, time.monotonic()
         log.info("cell %s: running at %s with %s", name, rev, " ".join(settings) or "the default params")
         _run(_dvc("exp", "run", "--pull", "--allow-missing", "-n", name,
                   *(arg for setting in settings for arg in ("-S", setting))),
              cwd=clone, env=env, what=f"dvc exp run -n {name}", capture=False)
+        seconds["run"], started = time.monotonic() - started, time.monotonic()
         _run(_dvc("exp", "push", "--run-cache", "origin", name), cwd=clone, env=env, what=f"dvc exp push {name}")
-        log.info("cell %s: pushed after %.0f s", name, time.monotonic() - started)
-    return "pushed"
+        seconds["push"] = time.monotonic() - started
+    # what the cell command adds to the experiment itself, for sizing a grid on N machines
+    return "pushed (" + ", ".join(f"{step} {value:.1f} s" for step, value in seconds.items()) + ")"
 
 
 def _die_with_parent() -> None:
@@ -226,4 +231,5 @@ def _cell_task(url: str, rev: str, name: str, settings: list[str], cpus: int) ->
     if result.returncode != 0:
         lines = (result.stderr or result.stdout).strip().splitlines()
         raise RuntimeError(lines[-1] if lines else f"exit status {result.returncode}")
-    return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "pushed"
+    last = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "pushed"
+    return last.removeprefix(f"cell {name}: ")
