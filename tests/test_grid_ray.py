@@ -108,3 +108,12 @@ def test_a_grid_on_ray_survives_a_dead_node_and_pushes_every_cell_once(cluster):
     reports = client.search_runs([experiment.experiment_id], "tags.dvc_stage = 'report' and attributes.status = "
                                  "'FINISHED'")
     assert sorted(run.data.tags["dvc_exp_name"] for run in reports) == ["cell-1", "cell-2"]
+    assert any((repo.path.parent / "dvc-remote").rglob("*")), "no output reached the DVC remote"
+    # run again, as after a scheduler's retry: every cell is already on the remote, so nothing runs or is pushed
+    again = subprocess.run([sys.executable, "-m", "mnist_xai.cli", "grid", "--engine", "ray", "--address", address,
+                            "-S", "train.epochs=1,2", "--root", str(repo.path)], cwd=repo.path, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "cell cell-1: skipped" in again.stdout and "cell cell-2: skipped" in again.stdout, again.stdout
+    assert len(subprocess.run(["git", "ls-remote", str(remote), "refs/exps/*"], capture_output=True,
+                              text=True).stdout.splitlines()) == 2

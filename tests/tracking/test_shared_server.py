@@ -58,7 +58,7 @@ def test_a_server_with_basic_auth_refuses_a_client_without_a_login_in_one_clear_
 
 
 def test_workers_starting_together_on_a_new_server_all_get_the_experiment(tmp_path):
-    """Six processes ask for the same new experiment at the same instant, three times over: without handling the
+    """Six processes ask for the same new experiment at the same instant, twice over: without handling the
     loser's RESOURCE_ALREADY_EXISTS, some of them fail."""
     code = ("import sys, time\n"
             "from mlflow.tracking import MlflowClient\n"
@@ -70,7 +70,7 @@ def test_workers_starting_together_on_a_new_server_all_get_the_experiment(tmp_pa
             "print(tracking._experiment_id(client, name, uri))\n")
     with mlflow_server(f"sqlite:///{tmp_path / 's.db'}", tmp_path / "artifacts", tmp_path / "server.log",
                        workers=4) as uri:
-        for attempt in range(3):
+        for attempt in range(2):
             start = time.time() + 12  # after every process has imported MLflow
             workers = [subprocess.Popen([sys.executable, "-c", code, uri, f"race-{attempt}", str(start)],
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
