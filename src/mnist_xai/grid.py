@@ -197,7 +197,10 @@ def run_ray(root: Path, cells: dict[str, list[str]], address: str | None, cpus_p
     if address:
         ray.init(address=address, log_to_driver=False)
     else:  # a cluster of this machine alone, on loopback, token-authenticated, with no dashboard
-        os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray generates the token and keeps it in ~/.ray
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+            import secrets  # a token for this cluster's life, held in this process's environment only (Ray 2.60's
+            os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)  # GCS aborts in token mode when it has none)
         ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
     task = ray.remote(num_cpus=cpus_per_cell, max_retries=retries)(_cell_task)
     pending = {task.remote(url, head, name, settings, cpus_per_cell): name for name, settings in cells.items()}
