@@ -188,19 +188,21 @@ def run_ray(root: Path, cells: dict[str, list[str]], address: str | None, cpus_p
             retries: int = 3) -> dict[str, str]:
     """The Ray engine: one task per cell, each the cell command with `cpus_per_cell` CPUs, retried (up to
     `retries` times) when its worker or node dies; then the experiments pulled into this repository."""
-    try:
-        import ray
-    except ImportError:
-        raise GridError("the Ray engine needs Ray: pip install -e '.[ray]' (or use --engine local)") from None
     url, head = pushed_commit(root)
+    # Ray reads these when it is imported: set them first
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # Ray reports usage to its makers unless told not to
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:  # a cluster of this machine alone, on loopback, token-authenticated, with no dashboard
+    if not address:  # a cluster of this machine alone, on loopback, token-authenticated, with no dashboard
         os.environ.setdefault("RAY_AUTH_MODE", "token")
         if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
             import secrets  # a token for this cluster's life, held in this process's environment only (Ray 2.60's
             os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)  # GCS aborts in token mode when it has none)
+    try:
+        import ray
+    except ImportError:
+        raise GridError("the Ray engine needs Ray: pip install -e '.[ray]' (or use --engine local)") from None
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
         ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
     task = ray.remote(num_cpus=cpus_per_cell, max_retries=retries)(_cell_task)
     pending = {task.remote(url, head, name, settings, cpus_per_cell): name for name, settings in cells.items()}
