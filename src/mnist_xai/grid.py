@@ -235,6 +235,8 @@ def _cell_task(url: str, rev: str, name: str, settings: list[str], cpus: int) ->
     result = subprocess.run(command, capture_output=True, text=True, start_new_session=True)
     if result.returncode != 0:
         lines = (result.stderr or result.stdout).strip().splitlines()
-        raise RuntimeError(lines[-1] if lines else f"exit status {result.returncode}")
+        errors = [line for line in lines if line.startswith(("ERROR", "error"))]  # the stage's own line first
+        raise RuntimeError(" | ".join(errors[:3]) if errors else lines[-1] if lines else
+                           f"exit status {result.returncode}")
     last = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "pushed"
     return last.removeprefix(f"cell {name}: ")
