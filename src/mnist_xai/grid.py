@@ -2,9 +2,9 @@
 
 A *cell* is one DVC experiment: the pipeline at one commit with some params set (`-S key=value`). DVC cannot run
 experiments on other machines, but it shares them: `cell()` clones the repository at the commit, runs the
-experiment there (`dvc exp run --pull --allow-missing`: stages already run anywhere come from the DVC remote's
-run-cache), and pushes it (`dvc exp push --run-cache`: the git ref to the git remote, the outputs and run-cache to
-the DVC remote). Stages log to whatever MLFLOW_TRACKING_URI the machine sets: the team's server. A cell whose
+experiment there (`dvc exp run --pull`: stages already run anywhere come from the DVC remote's run-cache), and
+pushes it (`dvc exp push --run-cache`: the git ref to the git remote, the outputs and run-cache to the DVC remote).
+Stages log to whatever MLFLOW_TRACKING_URI the machine sets: the team's server. A cell whose
 experiment is already on the git remote is skipped, so re-running a cell after its machine died completes it and
 pushes it once.
 
@@ -69,7 +69,7 @@ def experiment_on_remote(repo_url: str, name: str) -> bool:
 
 def cell(repo_url: str, rev: str, name: str, settings: list[str], *, cpus: int | None = None,
          workdir: Path | None = None, die_with_parent: bool = False) -> str:
-    """Run one cell: clone `repo_url` at `rev`, `dvc exp run --pull --allow-missing -n name -S ...`, and push the
+    """Run one cell: clone `repo_url` at `rev`, `dvc exp run --pull -n name -S ...`, and push the
     experiment with its outputs and run-cache. Returns "pushed (clone s, run s, push s)", or "skipped" when the git
     remote already holds it.
     `cpus` sets the torch threads (OMP_NUM_THREADS) of its stages. `die_with_parent`: when the process that started
@@ -98,7 +98,9 @@ def cell(repo_url: str, rev: str, name: str, settings: list[str], *, cpus: int |
                             "(dvc remote add -d team <url>), commit .dvc/config, and push")
         seconds["clone"], started = time.monotonic() - started, time.monotonic()
         log.info("cell %s: running at %s with %s", name, rev, " ".join(settings) or "the default params")
-        _run(_dvc("exp", "run", "--pull", "--allow-missing", "-n", name,
+        # no --allow-missing: it skips a stage whose committed outputs never reached the DVC remote, and the next
+        # stage then fails to check them out ("Checkout failed", measured with the committed dvc.lock's train)
+        _run(_dvc("exp", "run", "--pull", "-n", name,
                   *(arg for setting in settings for arg in ("-S", setting))),
              cwd=clone, env=env, what=f"dvc exp run -n {name}", capture=False)
         seconds["run"], started = time.monotonic() - started, time.monotonic()
