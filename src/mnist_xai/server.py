@@ -211,7 +211,7 @@ def _prepare_stores(env: dict, cwd: str) -> None:
     if not uri.startswith("sqlite:///") or not database.is_file() or uri in _warm:
         return
     try:
-        with _store_locked(database) as locked:
+        with store_locked(database) as locked:
             if not locked:  # another process has held the store for long: the stage opens it itself
                 return
             from mlflow.tracking._tracking_service.utils import _get_store
@@ -225,10 +225,13 @@ def _prepare_stores(env: dict, cwd: str) -> None:
 
 
 @contextlib.contextmanager
-def _store_locked(database: Path, timeout: float = 30.0):
-    """The store's inter-process lock (the file tracking.store_lock takes): opening a store creates or migrates its
-    tables, and a stage of another experiment may be doing just that on a database it has only just created
-    (two queued experiments starting at once met "table _alembic_tmp_experiments already exists")."""
+def store_locked(database: Path, timeout: float = 30.0):
+    """The embedded MLflow store's inter-process lock, a flock on `<database>.lock`, waited for up to `timeout`
+    seconds; yields whether it was taken. tracking.store_lock takes it for every write; the server takes it to open
+    a store, since opening creates or migrates its tables and a stage of another experiment may be doing just that
+    on a database it has only just created (two queued experiments starting at once met "table
+    _alembic_tmp_experiments already exists"). Here, not in tracking.py, because the server imports nothing else of
+    mnist_xai."""
     import fcntl
 
     with open(database.with_name(database.name + ".lock"), "a") as handle:

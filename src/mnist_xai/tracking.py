@@ -12,7 +12,6 @@ runs in WAL mode, so parallel queued experiments never see "database is locked".
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -96,23 +95,15 @@ def store_lock(uri: str) -> Iterator[None]:
     if db is None:
         yield
         return
+    from mnist_xai.server import store_locked
+
     timeout = _lock_timeout()
     db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "a") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TrackingError(f"the MLflow store {db} has been locked by another process for {timeout:g} s; "
-                                        f"wait for it to finish, or raise {LOCK_TIMEOUT_ENV}") from None
-                time.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with store_locked(db, timeout) as locked:
+        if not locked:
+            raise TrackingError(f"the MLflow store {db} has been locked by another process for {timeout:g} s; "
+                                f"wait for it to finish, or raise {LOCK_TIMEOUT_ENV}")
+        yield
 
 
 def _preflight(uri: str) -> None:
