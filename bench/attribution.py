@@ -58,7 +58,17 @@ PEERS = {
     "layercam": ("pytorch-grad-cam LayerCAM", [{"chunk": 512}, {"chunk": 128}, {"chunk": 64}]),
     "scorecam": ("pytorch-grad-cam ScoreCAM", [{"chunk": 512, "batch_size": 16}, {"chunk": 512, "batch_size": 64},
                                                {"chunk": 512, "batch_size": 128}]),
+    "ablationcam": ("pytorch-grad-cam AblationCAM", [{"chunk": 512, "batch_size": 32},
+                                                     {"chunk": 512, "batch_size": 64},
+                                                     {"chunk": 512, "batch_size": 128}]),
+    "deconvolution": ("captum Deconvolution", [{"chunk": 512}, {"chunk": 128}, {"chunk": 64}]),
 }
+for _name, _class in (("hirescam", "HiResCAM"), ("xgradcam", "XGradCAM"), ("eigencam", "EigenCAM"),
+                      ("fullgrad", "FullGrad")):
+    PEERS[_name] = (f"pytorch-grad-cam {_class}", [{"chunk": 512}, {"chunk": 128}, {"chunk": 64}])
+CAM_CLASSES = {"gradcam": "GradCAM", "gradcam_pp": "GradCAMPlusPlus", "layercam": "LayerCAM", "scorecam": "ScoreCAM",
+               "ablationcam": "AblationCAM", "hirescam": "HiResCAM", "xgradcam": "XGradCAM", "eigencam": "EigenCAM",
+               "fullgrad": "FullGrad"}
 SMOOTHGRAD_TYPES = {"smoothgrad": "smoothgrad", "smoothgrad_sq": "smoothgrad_sq", "vargrad": "vargrad"}
 for _name in ("smoothgrad_sq", "vargrad"):
     PEERS[_name] = (f"captum NoiseTunnel({_name})", PEERS["smoothgrad"][1])
@@ -124,6 +134,8 @@ def _peer_call(method, model, x, t, config):
         return ca.InputXGradient(model).attribute(x, target=t)
     if method == "guided_backprop":
         return ca.GuidedBackprop(model).attribute(x, target=t)
+    if method == "deconvolution":
+        return ca.Deconvolution(model).attribute(x, target=t)
     layer = model.get_submodule(model.cam_layer)
     if method == "guided_gradcam":
         return ca.GuidedGradCam(model, layer).attribute(x, target=t, interpolate_mode="bilinear")
@@ -149,9 +161,8 @@ def _peer_call(method, model, x, t, config):
     import pytorch_grad_cam as gc
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    cam_class = {"gradcam": gc.GradCAM, "gradcam_pp": gc.GradCAMPlusPlus, "layercam": gc.LayerCAM,
-                 "scorecam": gc.ScoreCAM}[method]
-    with cam_class(model=model, target_layers=[layer]) as cam:
+    cam_class = getattr(gc, CAM_CLASSES[method])
+    with cam_class(model=model, target_layers=[] if method == "fullgrad" else [layer]) as cam:
         if "batch_size" in config:
             cam.batch_size = config["batch_size"]
         return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in t])

@@ -50,6 +50,8 @@ def main() -> None:
         smooth_samples=q.smooth_samples, smooth_noise=q.smooth_noise, entropy_bins=q.entropy_bins,
         n_sensitivity=params.clamp("quality.n_sensitivity", q.n_sensitivity, explained,
                                    f"the {explained} explained images"),
+        n_random_logit=params.clamp("quality.n_random_logit", q.n_random_logit, explained,
+                                    f"the {explained} explained images"),
         sensitivity_samples=q.sensitivity_samples, sensitivity_radius=q.sensitivity_radius,
         deletion_step=q.deletion_step, insertion_start=q.insertion_start, blur_sigma=q.blur_sigma, seed=p.base.seed,
         replicates=count,

@@ -142,3 +142,20 @@ def test_the_study_reads_only_the_rows_it_shows(tmp_path):
     assert counting.read_bytes < path.stat().st_size / 20, (counting.read_bytes, path.stat().st_size)
     with open(path, "rb") as raw:
         assert np.array_equal(read_rows(raw, "indices"), np.arange(0, 3000, 3))
+
+
+def test_a_tie_between_seeds_is_called_a_split_not_the_first_verdict():
+    """Two seeds that disagree give no majority: the cell says "split", not whichever verdict came first."""
+    from mnist_xai.study import SPLIT, Cell, Group, transfer
+
+    def run(seed, verdicts):
+        return Cell(experiment=f"e{seed}", rev="r", dataset="mnist", arch="cnn", seed=seed, accuracy=0.99,
+                    quality={"methods": {m: {"verdict": v} for m, v in verdicts.items()}}, decoy={}, verdicts={})
+
+    tied = Group("mnist", "cnn", [run(0, {"saliency": "trust", "gradcam": "trust"}),
+                                  run(1, {"saliency": "do not trust", "gradcam": "trust"})])
+    rows = {row["method"]: row for row in transfer([tied])}
+    assert rows["saliency"]["cells"][0]["verdict"] == SPLIT and not rows["saliency"]["holds"]
+    assert rows["gradcam"]["cells"][0] == {"verdict": "trust", "support": 2, "seeds": 2, "all": ["trust", "trust"]}
+    majority = Group("mnist", "cnn", [*tied.runs, run(2, {"saliency": "trust", "gradcam": "trust"})])
+    assert transfer([majority])[0]["cells"][0]["verdict"] == "trust"

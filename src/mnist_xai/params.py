@@ -62,6 +62,8 @@ SECTIONS: dict[str, dict[str, Param]] = {
                               positive=True),
         "entropy_bins": Param(100, "histogram bins of Efficient MPRT (Quantus' default)", minimum=2),
         "n_sensitivity": Param(24, "images for max-sensitivity", positive=True),
+        "n_random_logit": Param(48, "images for Random Logit (each explained once more, for another class)",
+                                positive=True),
         "deletion_step": Param(28, "pixels removed or inserted per step of the deletion/insertion curves",
                                positive=True, maximum=784),
         "insertion_start": Param("blur", "the image pixels are inserted into", choices=("blur", "black")),

@@ -29,6 +29,10 @@ VERDICT_CLASS = {"trust": "trust", "use with care": "care", "too weak to call": 
                  "unstable": "weak"}
 
 
+SPLIT = "split"
+"""A cell's verdict where no verdict is reached by more seeds than every other."""
+
+
 class StudyError(UserError):
     """The experiments cannot be studied (none found, none complete, a name that does not exist)."""
 
@@ -242,8 +246,9 @@ def find_runs(cells: list[Cell], experiment_name: str) -> str | None:
 
 
 def transfer(groups: list[Group]) -> list[dict]:
-    """Per method: in every cell, its verdict at each seed and the one most seeds reach (with how many); it holds
-    when every seed of every cell reaches the same verdict, and flips otherwise."""
+    """Per method: in every cell, its verdict at each seed and the one most seeds reach (with how many), or
+    "split" where two verdicts tie for the most (a 1-1 split of two seeds names neither); it holds when every
+    seed of every cell reaches the same verdict, and flips otherwise."""
     from collections import Counter
 
     from mnist_xai.attribution.registry import CONTROLS
@@ -255,7 +260,10 @@ def transfer(groups: list[Group]) -> list[dict]:
         cells = []
         for group in groups:
             verdicts = group.verdicts(method)
-            modal, support = Counter(verdicts).most_common(1)[0]
+            counts = Counter(verdicts).most_common()
+            modal, support = counts[0]
+            if len(counts) > 1 and counts[1][1] == support:
+                modal = SPLIT
             cells.append({"verdict": modal, "support": support, "seeds": len(verdicts), "all": verdicts})
         everything = [verdict for cell in cells for verdict in cell["all"]]
         rows.append({"method": method, "cells": cells, "verdicts": [cell["verdict"] for cell in cells],

@@ -183,8 +183,10 @@ def _grad_cam_lib(cam_class, model, x, t, **attributes):
 
 
 @pytest.mark.parametrize("method, class_name", [("gradcam", "GradCAM"), ("gradcam_pp", "GradCAMPlusPlus"),
-                                                ("layercam", "LayerCAM")])
+                                                ("layercam", "LayerCAM"), ("hirescam", "HiResCAM"),
+                                                ("xgradcam", "XGradCAM")])
 def test_cam_methods_match_pytorch_grad_cam(case, method, class_name):
+    """Each of these is one weights function in the CAM skeleton (cam.gradient_cam)."""
     import pytorch_grad_cam
 
     model, x, t = case
@@ -192,20 +194,78 @@ def test_cam_methods_match_pytorch_grad_cam(case, method, class_name):
     assert max_difference(attribute(method, model, x, t), theirs) <= TOLERANCE
 
 
-def test_a_new_cam_is_one_weights_function(case):
-    """The extension point: XGradCAM (Fu et al. 2020), which mnist-xai does not ship, written as one weights
-    function in the CAM skeleton, matches pytorch-grad-cam's XGradCAM on both architectures."""
-    from pytorch_grad_cam import XGradCAM
-
-    from mnist_xai.attribution.cam import gradient_cam
-    from mnist_xai.attribution.core import default_cam_layer
-
-    def xgradcam_weights(activation, grads):
-        return (grads * activation).sum((2, 3), keepdim=True) / (activation.sum((2, 3), keepdim=True) + 1e-7)
+def test_ablationcam_matches_pytorch_grad_cam(case):
+    from pytorch_grad_cam import AblationCAM
 
     model, x, t = case
-    ours = gradient_cam(xgradcam_weights)(model, x, t, layer=default_cam_layer(model), score="logit", batch_size=64)
-    assert max_difference(ours.detach(), _grad_cam_lib(XGradCAM, model, x, t)) <= TOLERANCE
+    theirs = _grad_cam_lib(AblationCAM, model, x[:16], t[:16], batch_size=64)
+    assert max_difference(attribute("ablationcam", model, x[:16], t[:16]), theirs) <= TOLERANCE
+
+
+def test_fullgrad_matches_pytorch_grad_cam(case):
+    from pytorch_grad_cam import FullGrad
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model, x, t = case
+    with FullGrad(model=model, target_layers=[]) as cam:
+        theirs = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in t])
+    assert max_difference(attribute("fullgrad", model, x, t), theirs) <= TOLERANCE
+
+
+def test_eigencam_matches_pytorch_grad_cam_up_to_the_svd_sign(case):
+    """Documented difference: pytorch-grad-cam's EigenCAM takes the first principal component with whatever sign
+    LAPACK returns, so on some images its map is ReLU of the negated projection (which sign, depends on the
+    LAPACK build). Ours fixes the sign as its sign-corrected projection (Seg-Eigen-CAM) does. Each of its maps
+    must be ours or the opposite-sign one; the sign-corrected projection must be ours exactly. In float64, so
+    that both take the same component."""
+    import copy
+
+    from pytorch_grad_cam import EigenCAM
+    from pytorch_grad_cam.utils.image import scale_cam_image
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sign_correction
+
+    from mnist_xai.attribution.cam import principal_projection
+    from mnist_xai.attribution.core import upsample
+
+    model, x, t = case
+    model, x = copy.deepcopy(model).double(), x.double()
+    ours = attribute("eigencam", model, x, t)
+    with torch.no_grad():
+        captured = {}
+        handle = cam_module(model).register_forward_hook(lambda m, i, o: captured.update(a=o))
+        model(x)
+        handle.remove()
+    activations = captured["a"]
+    corrected = get_2d_projection_with_sign_correction(activations.numpy())
+    assert max_difference(ours, scale_cam_image(np.maximum(corrected, 0), (28, 28))) <= TOLERANCE
+    opposite = upsample((-principal_projection(activations))[:, None].float().clamp_min(0), (28, 28))[:, 0]
+    theirs = minmax(_grad_cam_lib(EigenCAM, model, x, t))
+    same = np.abs(theirs - minmax(ours)).reshape(len(x), -1).max(1) <= TOLERANCE
+    flipped = np.abs(theirs - minmax(opposite)).reshape(len(x), -1).max(1) <= TOLERANCE
+    assert (same | flipped).all()
+
+
+def test_deconvolution_matches_captum(case):
+    from captum.attr import Deconvolution
+
+    model, x, t = case
+    theirs = Deconvolution(model).attribute(x, target=t)[:, 0]
+    assert max_difference(attribute("deconvolution", model, x, t), theirs) <= TOLERANCE
+
+
+def test_deconvolution_needs_the_network_as_trained(case):
+    """Why deconvolution sets commutes=False: where a max-pool's window holds only negative values, the trained
+    network's ReLU makes them all 0 and the pool routes the gradient to the first; the commuted network routes
+    it to the largest negative value, and the deconvnet's ReLU, which ignores its input's sign, passes it on."""
+    from mnist_xai.attribution.gradients import deconvolution
+    from mnist_xai.model import commuted
+
+    model, x, t = case
+    network = commuted(model)
+    if network is model:
+        pytest.skip("no ReLU before a max-pool in this architecture")
+    kwargs = {"score": "logit", "batch_size": 64}
+    assert max_difference(deconvolution(network, x, t, **kwargs), attribute("deconvolution", model, x, t)) > 0.01
 
 
 def test_scorecam_pytorch_grad_cam_variant_matches_it(case):

@@ -205,3 +205,42 @@ def test_the_pointing_tolerance_counts_hits_next_to_the_cue_that_quantus_does_no
     assert theirs.tolist() == [0.0] * len(masks)
     assert pointing_game(maps, masks, seed=0).tolist() == [0.0] * len(masks)
     assert pointing_game(maps, masks, seed=0, tolerance=2).tolist() == [1.0] * len(masks)
+
+
+# --- Random Logit -------------------------------------------------------------------------------------------
+
+def _two_d_ssim(a, b, batched=False, **kwargs):
+    """Quantus' own SSIM, given each map back as a 28 x 28 image (Quantus flattens it to one row)."""
+    return quantus.similarity_func.ssim(a.reshape(-1, 28, 28), b.reshape(-1, 28, 28), batched=True)
+
+
+@pytest.mark.parametrize("method", ["saliency", "gradcam", "eigencam"])
+def test_random_logit_matches_quantus_with_a_two_d_ssim_and_maps_scaled_one_by_one(cued, method):
+    """Quantus draws the other class the same way (the same seed gives the same classes); with its SSIM applied to
+    the 2-D maps and normalise_by_max per image instead of over the whole batch, it is ours."""
+    from mnist_xai.quality.randomisation import random_logit
+
+    model, x, t, _ = cued
+    maps = attribute(method, model, x, t).numpy()
+    ours, _ = random_logit(model, method, {}, x, t, maps, seed=5)
+    metric = quantus.RandomLogit(num_classes=10, seed=5, similarity_func=_two_d_ssim, disable_warnings=True,
+                                 normalise_func_kwargs={"normalise_axes": (1, 2, 3)})
+    theirs = quantus_call(metric, model, x, t, maps, method=method, batch_size=len(x))
+    keep = ~np.isnan(ours)
+    assert keep.sum() >= len(x) // 2
+    assert np.abs(ours[keep] - theirs[keep]).max() <= TOLERANCE
+
+
+def test_random_logit_catches_a_map_that_ignores_the_class(cued):
+    """EigenCAM never looks at the class: its two maps are the same (SSIM 1). GradCAM's differ. Quantus' 1-D
+    SSIM of the flattened maps, its default, is another number: the difference is pinned."""
+    from mnist_xai.quality.randomisation import random_logit
+
+    model, x, t, _ = cued
+    eigen, _ = random_logit(model, "eigencam", {}, x, t, attribute("eigencam", model, x, t).numpy(), seed=5)
+    grad, _ = random_logit(model, "gradcam", {}, x, t, attribute("gradcam", model, x, t).numpy(), seed=5)
+    assert np.nanmin(eigen) > 1 - 1e-9
+    assert np.nanmean(grad) < 0.9
+    flat = quantus_call(quantus.RandomLogit(num_classes=10, seed=5, disable_warnings=True), model, x, t,
+                        attribute("gradcam", model, x, t).numpy(), method="gradcam", batch_size=len(x))
+    assert np.nanmax(np.abs(flat - grad)) > 0.01

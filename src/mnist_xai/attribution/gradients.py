@@ -1,5 +1,5 @@
 """Gradient methods: Saliency, SmoothGrad (and its squared and variance forms), Integrated
-Gradients, Input x Gradient, Guided Backprop.
+Gradients, Input x Gradient, Guided Backprop, Deconvolution.
 
 Each takes the model, inputs [N, C, H, W], targets [N] and returns maps [N, H, W].
 """
@@ -157,9 +157,10 @@ def input_x_gradient(model, x, targets, *, score, batch_size):
 
 
 class _SwitchableReLU(torch.autograd.Function):
-    """ReLU whose backward is chosen when the backward runs: the ordinary one, or the guided one, which
-    passes only positive gradients through positive inputs (Springenberg et al. 2015). One forward
-    pass can then serve an ordinary and a guided backward pass (Guided GradCAM)."""
+    """ReLU whose backward is chosen when the backward runs: the ordinary one, the guided one, which
+    passes only positive gradients through positive inputs (Springenberg et al. 2015), or the deconvnet's,
+    which passes positive gradients whatever the input (Zeiler & Fergus 2014). One forward pass can then
+    serve an ordinary and a guided backward pass (Guided GradCAM)."""
 
     @staticmethod
     def forward(ctx, inputs, mode):
@@ -170,6 +171,8 @@ class _SwitchableReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         (inputs,) = ctx.saved_tensors
+        if ctx.mode.get("deconvolution"):
+            return grad_output.clamp_min(0), None
         if ctx.mode["guided"]:
             grad_output = grad_output.clamp_min(0)
         return grad_output * (inputs > 0), None
@@ -190,6 +193,17 @@ def guided_relus(model: nn.Module, mode: dict | None = None):
     finally:
         for handle in handles:
             handle.remove()
+
+
+def deconvolution(model, x, targets, *, score, batch_size):
+    """The deconvnet's backward pass (Zeiler & Fergus 2014): every ReLU passes the positive part of the
+    gradient, whatever its input was; Captum Deconvolution. Max-pools route it as the forward pass chose, so
+    this must run on the network as trained, not the commuted one (registry: commutes=False)."""
+    maps = torch.empty(x.shape[0], *x.shape[2:], device=x.device)
+    with guided_relus(model, {"guided": True, "deconvolution": True}):
+        for rows in image_chunks(len(x), batch_size):
+            maps[rows] = reduce_channels(input_gradients(model, x[rows], targets[rows], score))
+    return maps
 
 
 def guided_backprop(model, x, targets, *, score, batch_size):

@@ -165,6 +165,27 @@ _METHODS = [
            }, passes=lambda p: {"f": 1 + 64}),
     Method("layercam", "cam:layercam", "cam", "Jiang et al. 2021, LayerCAM", "pytorch-grad-cam LayerCAM",
            "ReLU(sum_k ReLU(dy/dA_k) * A_k); non-negative", {"layer": LAYER}),
+    Method("hirescam", "cam:hirescam", "cam", "Draelos & Carin 2020, Use HiResCAM instead of Grad-CAM for "
+           "faithful explanations of convolutional neural networks", "pytorch-grad-cam HiResCAM",
+           "ReLU(sum_k dy/dA_k * A_k): GradCAM without averaging the gradient over space; non-negative",
+           {"layer": LAYER}),
+    Method("xgradcam", "cam:xgradcam", "cam", "Fu et al. 2020, Axiom-based Grad-CAM (XGrad-CAM)",
+           "pytorch-grad-cam XGradCAM", "weights sum(dy/dA_k * A_k) / sum(A_k); non-negative", {"layer": LAYER}),
+    Method("ablationcam", "cam:ablationcam", "cam", "Desai & Ramaswamy 2020, Ablation-CAM",
+           "pytorch-grad-cam AblationCAM", "weights (y - y_k) / y, y_k the score with channel k zeroed; "
+           "gradient-free; non-negative", {"layer": LAYER}, passes=lambda p: {"f": 1 + 64}),
+    Method("eigencam", "cam:eigencam", "cam", "Muhammad & Yeasin 2020, Eigen-CAM; sign as Chung & Ying 2025",
+           "pytorch-grad-cam EigenCAM, up to the SVD's sign (fixed here as its sign-corrected projection does)",
+           "ReLU of the layer's first principal component; ignores the class (the same map for every class) "
+           "and the score; non-negative", {"layer": LAYER}, passes=lambda p: {"f": 1}),
+    Method("fullgrad", "cam:fullgrad", "cam", "Srinivas & Fleuret 2019, Full-Gradient Representation for "
+           "Neural Network Visualization", "pytorch-grad-cam FullGrad",
+           "psi(|x * dy/dx|) + sum over conv/BatchNorm layers and channels of psi(|b * dy/dz|), psi = scale to "
+           "[0, 1] and upsample; non-negative"),
+    Method("deconvolution", "gradients:deconvolution", "gradient",
+           "Zeiler & Fergus 2014, Visualizing and Understanding Convolutional Networks (deconvnet)",
+           "Captum Deconvolution", "gradient with every ReLU passing the positive part of the gradient, whatever "
+           "its input; signed", signed=True, commutes=False),
     Method("guided_gradcam", "cam:guided_gradcam", "cam", _SELVARAJU,
            "Captum GuidedGradCam(interpolate_mode='bilinear')",
            "Guided Backprop x bilinearly upsampled GradCAM; signed", {"layer": LAYER}, signed=True,

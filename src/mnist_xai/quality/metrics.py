@@ -96,6 +96,13 @@ METRICS: tuple[Metric, ...] = (
            "Efficient MPRT (Hedström et al. 2023): the relative rise (H_random − H_trained) / H_trained of the "
            "entropy of the map's histogram (100 bins) when every layer is randomised. Above 0: the explanation "
            "grows more disordered when the model is destroyed, as it should."),
+    Metric("random_logit", "Random Logit SSIM", "lower", SANITY,
+           "Random Logit (Sixt et al. 2020, as Quantus 0.6 draws it): the SSIM between the map of the explained "
+           "class and the map of another class drawn at random, each divided by its largest |value|. Near 1: the "
+           "map is the same whatever class it explains, so it cannot say why the model chose this one (the "
+           "model-free controls and EigenCAM, which never looks at the class). SSIM as scikit-image computes it, "
+           "over the 2-D map (Quantus flattens the map to one row first). Shown and meta-evaluated; no verdict "
+           "line reads it."),
     Metric("data_rho", "Data randomisation ρ", "lower", SANITY,
            "Spearman ρ of |map| over the digit's pixels between a network trained on permuted labels and its "
            "matched control, the same network trained on the same images for the same steps with the true labels "

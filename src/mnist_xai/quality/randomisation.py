@@ -11,6 +11,8 @@ randomised? An explanation that survives randomisation explains the input, not t
   since the black background every map shares on MNIST inflates it (Binder et al. 2023).
 - Collapsed maps: a randomised network whose map is constant (a CAM whose ReLU kills everything) has no ranking;
   its rho is left out (NaN) and the share of such maps recorded, rather than scored rho = 0, which would pass.
+- Random Logit (Sixt et al. 2020): the map of the explained class against the map of a randomly drawn other
+  class, by SSIM: an explanation that looks the same whatever class it explains does not explain the class.
 - Data randomisation (Adebayo et al. 2018): rho of |map| between a model trained on permuted labels and a
   matched control, the same network trained the same way (images, steps, seed) on the true labels, so that
   the check compares what was learned, not how long.
@@ -165,3 +167,63 @@ def data_randomisation(random_label_model: nn.Module, true_label_model: nn.Modul
     permuted = attribute(method, random_label_model, x, targets, **redrawn(method, params, 0)).cpu().numpy()
     true = attribute(method, true_label_model, x, targets, **redrawn(method, params, 1)).cpu().numpy()
     return rank_similarity(permuted, true, digit_pixels(x))
+
+
+def other_classes(targets: np.ndarray, n_classes: int, seed: int) -> np.ndarray:
+    """One class per image, uniformly among the classes other than its target: Quantus RandomLogit's draw
+    (np.random.seed(seed), then randint(0, n_classes - 1) indexes the other classes in order)."""
+    targets = np.asarray(targets)
+    offsets = np.random.RandomState(seed).randint(0, n_classes - 1, len(targets))
+    return np.where(offsets >= targets, offsets + 1, offsets)
+
+
+def ssim(first: np.ndarray, second: np.ndarray, window: int = 7) -> np.ndarray:
+    """Structural similarity of each pair of 2-D maps [n, H, W] (Wang et al. 2004) as scikit-image's
+    structural_similarity computes it with its defaults: a uniform window x window filter, sample covariances,
+    K1 = 0.01, K2 = 0.03, the mean over the positions where the window fits; the data range of each pair as Quantus
+    sets it (its largest minus its smallest value). NaN where a pair has no range (both constant and equal)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    a, b = (np.asarray(m, dtype=np.float64) for m in (first, second))
+    both = np.concatenate([a.reshape(len(a), -1), b.reshape(len(b), -1)], axis=1)
+    data_range = both.max(axis=1) - both.min(axis=1)
+
+    def local_mean(values):
+        return sliding_window_view(values, (window, window), axis=(1, 2)).mean(axis=(3, 4))
+
+    count = window * window
+    mean_a, mean_b = local_mean(a), local_mean(b)
+    scale = count / (count - 1)
+    var_a = scale * (local_mean(a * a) - mean_a ** 2)
+    var_b = scale * (local_mean(b * b) - mean_b ** 2)
+    cov = scale * (local_mean(a * b) - mean_a * mean_b)
+    c1 = ((0.01 * data_range) ** 2)[:, None, None]
+    c2 = ((0.03 * data_range) ** 2)[:, None, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        index = (((2 * mean_a * mean_b + c1) * (2 * cov + c2))
+                 / ((mean_a ** 2 + mean_b ** 2 + c1) * (var_a + var_b + c2)))
+    return np.where(data_range > 0, index.mean(axis=(1, 2)), np.nan)
+
+
+def scaled_by_max(maps: np.ndarray) -> np.ndarray:
+    """Each map divided by its largest |value| (Quantus' normalise_by_max, per image); an all-zero map stays 0."""
+    maps = np.asarray(maps, dtype=np.float64)
+    peak = np.abs(maps).reshape(len(maps), -1).max(axis=1).reshape(-1, *(1,) * (maps.ndim - 1))
+    return np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
+
+
+def random_logit(model: nn.Module, method: str, params: dict, x: torch.Tensor, targets: torch.Tensor,
+                 maps: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random Logit (Sixt et al. 2020; Quantus RandomLogit): per image, SSIM between the map of its target and
+    the map of another class drawn at random (other_classes), each divided by its largest |value|. Near 1: the
+    map does not depend on the class it explains. Quantus differs in two ways, on purpose: it compares the maps
+    flattened to one row of pixels (a 1-D SSIM, blind to the image's structure) and divides by the largest value
+    of the whole batch; here each map is a 2-D image scaled on its own. Returns (SSIM, the other classes); NaN
+    where either map is constant (no structure to compare)."""
+    with torch.inference_mode():
+        n_classes = int(model(x[:1]).shape[1])
+    others = other_classes(targets.cpu().numpy(), n_classes, seed)
+    other_maps = attribute(method, model, x, torch.as_tensor(others, device=x.device), **params).cpu().numpy()
+    similarity = ssim(scaled_by_max(maps), scaled_by_max(other_maps))
+    similarity[constant_maps(maps) | constant_maps(other_maps)] = np.nan
+    return similarity, others

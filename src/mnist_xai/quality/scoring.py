@@ -26,6 +26,7 @@ from mnist_xai.quality.randomisation import (
     digit_pixels,
     entropy_rise,
     fully_randomised,
+    random_logit,
     rank_similarity,
     smooth_maps,
 )
@@ -45,6 +46,7 @@ class QualitySettings:
     smooth_noise: float  # their noise std, as a fraction of the image's range
     entropy_bins: int  # histogram bins of Efficient MPRT
     n_sensitivity: int
+    n_random_logit: int  # images for Random Logit
     sensitivity_samples: int
     sensitivity_radius: float
     deletion_step: int
@@ -205,6 +207,11 @@ def score_method(models: Models, method: str, params: dict, x: torch.Tensor, tar
                                                 seed=s.seed)
     values["sparseness"] = gini_sparseness(maps[:n])
     timed("robustness", started)
+
+    started = time.perf_counter()
+    k = min(len(x), s.n_random_logit)
+    values["random_logit"], _ = random_logit(models.trained, method, params, x[:k], targets[:k], maps[:k], s.seed)
+    timed("random_logit", started)
     return MethodScores(method=method, values=values, curves=curves, randomisation=cascade,
                         constant_share=float(constant_maps(maps).mean()), ground_truth_examples=examples,
                         seconds=seconds)
