@@ -308,3 +308,68 @@ def test_scorecam_authors_variant_matches_the_authors_code_and_differs_from_pyto
     assert max_difference(ours, transcribed) <= TOLERANCE
     library_variant = attribute("scorecam", model, x[:8], t[:8], variant="pytorch_grad_cam")
     assert max_difference(ours, library_variant) > 0.05
+
+
+def _separated(model):
+    """The same network with an exact identity (a 1x1 conv, weights the identity matrix, no bias) after every ReLU
+    that feeds a max-pool: the same outputs to the bit, but no two non-linear modules adjacent. Captum 0.9's DeepLift
+    passes stale gradients between adjacent non-linear modules (pytorch/captum#1104, fixed after 0.9 by #1843)."""
+    from collections import OrderedDict
+
+    from torch import nn
+
+    children = list(model.named_children())
+    feeds_pool = [isinstance(module, nn.ReLU) and i + 1 < len(children) and isinstance(children[i + 1][1], nn.MaxPool2d)
+                  for i, (_, module) in enumerate(children)]
+    if not any(feeds_pool):
+        return model
+    layers, channels = [], None
+    for (name, module), separate in zip(children, feeds_pool, strict=True):
+        layers.append((name, module))
+        channels = module.out_channels if isinstance(module, nn.Conv2d) else channels
+        if separate:
+            identity = nn.Conv2d(channels, channels, 1, bias=False)
+            with torch.no_grad():
+                identity.weight.copy_(torch.eye(channels)[:, :, None, None])
+            layers.append((f"{name}_identity", identity))
+    return nn.Sequential(OrderedDict(layers)).eval()
+
+
+@pytest.mark.parametrize("baseline", ["black", "zero"])
+def test_deeplift_matches_captum(case, baseline):
+    """Captum's Rescale rule, max-pools included (the CNN, given to Captum with its ReLU and max-pool pairs
+    separated, see _separated), and BatchNorm and residual additions (the ResNet)."""
+    from captum.attr import DeepLift
+
+    from mnist_xai.attribution.gradients import baseline_for
+
+    model, x, t = case
+    separated = _separated(model)
+    with torch.no_grad():
+        assert torch.equal(separated(x), model(x))
+    reference = baseline_for(x, baseline, blur_sigma=5.0)
+    theirs = DeepLift(separated).attribute(x, baselines=reference, target=t)[:, 0]
+    assert max_difference(attribute("deeplift", model, x, t, baseline=baseline), theirs) <= TOLERANCE
+
+
+def test_captum_09_deeplift_differs_where_a_relu_feeds_a_max_pool(trained_model, explain_inputs):
+    """Pinned: on the CNN as trained, Captum 0.9's DeepLift is off (stale gradients between the adjacent ReLU and
+    max-pool, pytorch/captum#1104); ours equals Captum's on the separated network (test above), and both sum to the
+    score difference, so summation-to-delta alone cannot tell the two apart."""
+    from captum.attr import DeepLift
+
+    x, _ = explain_inputs
+    with torch.no_grad():
+        t = trained_model(x).argmax(1)
+    reference = torch.full_like(x, BLACK)
+    theirs = DeepLift(trained_model).attribute(x, baselines=reference, target=t)[:, 0]
+    assert max_difference(attribute("deeplift", trained_model, x, t), theirs) > 0.01
+
+
+def test_deeplift_sums_to_the_score_difference(case):
+    """Summation-to-delta (Shrikumar et al. 2017, eq. 1): a property, independent of any library."""
+    model, x, t = case
+    maps = attribute("deeplift", model, x, t, baseline="black")
+    with torch.no_grad():
+        gap = model(x).gather(1, t[:, None])[:, 0] - model(torch.full_like(x, BLACK)).gather(1, t[:, None])[:, 0]
+    torch.testing.assert_close(maps.sum(dim=(1, 2)), gap, rtol=1e-4, atol=1e-4)

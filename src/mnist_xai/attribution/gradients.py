@@ -1,5 +1,5 @@
 """Gradient methods: Saliency, SmoothGrad (and its squared and variance forms), Integrated
-Gradients, Input x Gradient, Guided Backprop, Deconvolution.
+Gradients, Input x Gradient, Guided Backprop, Deconvolution, DeepLIFT.
 
 Each takes the model, inputs [N, C, H, W], targets [N] and returns maps [N, H, W].
 """
@@ -13,7 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnist_xai.attribution.core import chunks, image_chunks, images_per_chunk, input_gradients, reduce_channels
+from mnist_xai.attribution.core import (
+    chunks,
+    image_chunks,
+    images_per_chunk,
+    input_gradients,
+    reduce_channels,
+    target_scores,
+)
 from mnist_xai.data import BLACK
 
 
@@ -212,4 +219,96 @@ def guided_backprop(model, x, targets, *, score, batch_size):
     with guided_relus(model):
         for rows in image_chunks(len(x), batch_size):
             maps[rows] = reduce_channels(input_gradients(model, x[rows], targets[rows], score))
+    return maps
+
+
+# DeepLIFT's Rescale rule (Shrikumar et al. 2017) as modified backward passes, the way Captum runs it: the input x
+# and its reference x' go through the network as one batch [x; x'], so that each non-linearity sees both and can
+# pass back a multiplier (delta out / delta in) instead of its gradient. Both halves' scores are summed, so both
+# halves carry the same gradient down (as in Captum's DeepLift).
+_RESCALE_EPS = 1e-10  # Captum's: below it, delta in counts as 0 and the ordinary gradient is used
+
+
+def _halves_delta(values: torch.Tensor) -> torch.Tensor:
+    """[x-part; reference part] -> their difference, repeated for both halves."""
+    actual, reference = values.chunk(2)
+    return torch.cat([actual - reference] * 2)
+
+
+class _RescaleReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, inputs):
+        outputs = inputs.clamp_min(0)
+        ctx.save_for_backward(inputs, outputs)
+        return outputs
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        inputs, outputs = ctx.saved_tensors
+        delta_in = _halves_delta(inputs)
+        rescaled = grad_output * _halves_delta(outputs) / torch.where(delta_in == 0, 1.0, delta_in)
+        return torch.where(delta_in.abs() < _RESCALE_EPS, grad_output * (inputs > 0), rescaled)
+
+
+class _RescaleMaxPool(torch.autograd.Function):
+    """Captum's max-pool rule: the output difference max(y, y') - y' goes back to x's largest input, and
+    y - max(y, y') to x''s; each input's multiplier is what it received over its own delta in."""
+
+    @staticmethod
+    def forward(ctx, inputs, pool):
+        outputs, indices = F.max_pool2d(inputs, pool.kernel_size, pool.stride, pool.padding, pool.dilation,
+                                        pool.ceil_mode, return_indices=True)
+        ctx.save_for_backward(inputs, outputs, indices)
+        ctx.pool = pool
+        return outputs
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        inputs, outputs, indices = ctx.saved_tensors
+        pool = ctx.pool
+
+        def unpool(values):
+            return F.max_unpool2d(values, indices, pool.kernel_size, pool.stride, pool.padding, list(inputs.shape))
+
+        actual, reference = outputs.chunk(2)
+        larger = torch.max(actual, reference)
+        received = unpool(grad_output * torch.cat([larger - reference, actual - larger]))
+        received = torch.cat([sum(received.chunk(2))] * 2)
+        delta_in = _halves_delta(inputs)
+        rescaled = received / torch.where(delta_in == 0, 1.0, delta_in)
+        return torch.where(delta_in.abs() < _RESCALE_EPS, unpool(grad_output), rescaled), None
+
+
+@contextmanager
+def rescale_rules(model: nn.Module):
+    """Every nn.ReLU and nn.MaxPool2d module of `model` runs DeepLIFT's Rescale backward while open."""
+    def relu(_module, inputs, _output):
+        return _RescaleReLU.apply(inputs[0])
+
+    def max_pool(module, inputs, _output):
+        return _RescaleMaxPool.apply(inputs[0], module)
+
+    handles = [m.register_forward_hook(relu) for m in model.modules() if isinstance(m, nn.ReLU)]
+    handles += [m.register_forward_hook(max_pool) for m in model.modules() if isinstance(m, nn.MaxPool2d)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def deeplift(model, x, targets, *, baseline, blur_sigma, score, batch_size):
+    """DeepLIFT with the Rescale rule (Shrikumar et al. 2017): (x - x') times the multipliers, which sum to
+    score(x) - score(x') (summation-to-delta); Captum DeepLift(multiply_by_inputs=True) with the same reference.
+    Reads the activations between each ReLU and max-pool, so it runs on the network as trained."""
+    reference = baseline_for(x, baseline, blur_sigma)
+    maps = torch.empty(x.shape[0], *x.shape[2:], device=x.device)
+    with rescale_rules(model):
+        for rows in image_chunks(len(x), max(1, batch_size // 2)):
+            images = x[rows].detach().requires_grad_(True)
+            with torch.enable_grad():
+                outputs = model(torch.cat([images, reference[rows]]))
+                scores = target_scores(outputs, targets[rows].repeat(2), score)
+                (grads,) = torch.autograd.grad(scores.sum(), images)
+            maps[rows] = reduce_channels((images.detach() - reference[rows]) * grads)
     return maps

@@ -131,6 +131,15 @@ _METHODS = [
                                  choices=("black", "zero", "blur")),
                "blur_sigma": Param(5.0, "std in pixels of the blur baseline", positive=True),
            }, signed=True, passes=lambda p: {"fb": p["steps"]}),
+    Method("deeplift", "gradients:deeplift", "gradient",
+           "Shrikumar, Greenside & Kundaje 2017, Learning Important Features Through Propagating Activation "
+           "Differences (Rescale rule)", "Captum DeepLift with the same reference",
+           "(x - reference) x multipliers delta out / delta in through every ReLU and max-pool; signed; sums to "
+           "score(x) - score(reference)", {
+               "baseline": Param("black", "the reference input: black (pixel value 0), zero (the data mean) or "
+                                 "blur (Gaussian-blurred input)", choices=("black", "zero", "blur")),
+               "blur_sigma": Param(5.0, "std in pixels of the blur baseline", positive=True),
+           }, signed=True, commutes=False, passes=lambda p: {"fb": 2}),
     Method("input_x_gradient", "gradients:input_x_gradient", "gradient",
            "Shrikumar et al. 2016, Not Just a Black Box", "Captum InputXGradient",
            "x x d score/d x, summed over channels; signed", signed=True),
