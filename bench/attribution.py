@@ -62,6 +62,7 @@ PEERS = {
                                                      {"chunk": 512, "batch_size": 64},
                                                      {"chunk": 512, "batch_size": 128}]),
     "deconvolution": ("captum Deconvolution", [{"chunk": 512}, {"chunk": 128}, {"chunk": 64}]),
+    "deeplift": ("captum DeepLift", [{"chunk": 512}, {"chunk": 128}, {"chunk": 64}]),
 }
 for _name, _class in (("hirescam", "HiResCAM"), ("xgradcam", "XGradCAM"), ("eigencam", "EigenCAM"),
                       ("fullgrad", "FullGrad")):
@@ -136,6 +137,10 @@ def _peer_call(method, model, x, t, config):
         return ca.GuidedBackprop(model).attribute(x, target=t)
     if method == "deconvolution":
         return ca.Deconvolution(model).attribute(x, target=t)
+    if method == "deeplift":  # the same work as ours (x and the black reference in one batch); see test_oracles
+        from mnist_xai.data import BLACK
+
+        return ca.DeepLift(model).attribute(x, baselines=torch.full_like(x, BLACK), target=t)
     layer = model.get_submodule(model.cam_layer)
     if method == "guided_gradcam":
         return ca.GuidedGradCam(model, layer).attribute(x, target=t, interpolate_mode="bilinear")
