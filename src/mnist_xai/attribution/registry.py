@@ -38,7 +38,7 @@ def _one_backward(_params: dict) -> dict[str, int]:
 class Method:
     name: str
     implementation: str  # "module:function" in mnist_xai.attribution, imported on first use
-    family: str  # gradient | cam | perturbation | control
+    family: str  # gradient | cam | lrp | perturbation | control
     reference: str  # the paper it implements
     oracle: str  # the peer implementation it matches
     conventions: str  # what a reader must know to interpret the map
@@ -101,6 +101,36 @@ def _occlusion_passes(params: dict, size: int = 28) -> dict[str, int]:
     return {"f": 1 + per_axis ** 2}
 
 
+_BACH = "Bach et al. 2015, On Pixel-Wise Explanations by Layer-Wise Relevance Propagation"
+_MONTAVON = "Montavon et al. 2019, Layer-Wise Relevance Propagation: An Overview"
+_EPSILON = Param(1e-6, "the epsilon rule's stabiliser, added with the sign of the denominator (Zennit's default)",
+                 positive=True)
+_GAMMA = Param(0.25, "the gamma rule's weight on positive contributions (Zennit's default)", positive=True)
+_LRP_CONVENTIONS = ("relevance of the explained score through every conv and linear layer by the rule named, "
+                    "ReLUs passing it on, max-pools to their largest input; BatchNorm merged into its convolution "
+                    "and residual additions split in proportion (the ResNet); signed")
+
+
+def _lrp_methods() -> list[Method]:
+    """The LRP rules and composites, each its own method (attribution/lrp.py): Zennit is their implementation."""
+    entries = [
+        ("lrp_epsilon", f"{_BACH} (epsilon rule)", "Zennit Epsilon on every layer; Captum LRP (EpsilonRule)",
+         "epsilon rule on every layer", {"epsilon": _EPSILON}),
+        ("lrp_gamma", f"{_MONTAVON} (gamma rule)", "Zennit Gamma (generalised for negative inputs) on every layer",
+         "gamma rule on every layer", {"gamma": _GAMMA}),
+        ("lrp_alpha1_beta0", f"{_BACH} (alpha1-beta0 rule)", "Zennit AlphaBeta(1, 0) on every layer; Captum LRP "
+         "(Alpha1_Beta0_Rule) where the inputs are positive", "alpha1-beta0 (z+) rule on every layer", {}),
+        ("lrp_epsilon_plus_flat", f"{_MONTAVON} (composite)", "Zennit EpsilonPlusFlat",
+         "flat rule on the first layer, z+ on the other convolutions, epsilon on the linear layers",
+         {"epsilon": _EPSILON}),
+        ("lrp_epsilon_gamma_box", f"{_MONTAVON} (composite)", "Zennit EpsilonGammaBox",
+         "z-box rule on the first layer (the input's black-to-white range), gamma on the other convolutions, "
+         "epsilon on the linear layers", {"epsilon": _EPSILON, "gamma": _GAMMA}),
+    ]
+    return [Method(name, f"lrp:{name}", "lrp", reference, oracle, f"{rule}; {_LRP_CONVENTIONS}", params,
+                   signed=True, commutes=False) for name, reference, oracle, rule, params in entries]
+
+
 _METHODS = [
     Method("saliency", "gradients:saliency", "gradient", _SIMONYAN, "Captum Saliency(abs=True)",
            "|d score/d x|; max over channels; non-negative"),
@@ -146,6 +176,7 @@ _METHODS = [
     Method("guided_backprop", "gradients:guided_backprop", "gradient",
            "Springenberg et al. 2015, Striving for Simplicity", "Captum GuidedBackprop",
            "gradient with every ReLU passing only positive gradients of positive inputs; signed", signed=True),
+    *_lrp_methods(),
     Method("occlusion", "perturbation:occlusion", "perturbation",
            "Zeiler & Fergus 2014, Visualizing and Understanding Convolutional Networks",
            "Captum Occlusion with the same window, stride and baseline",
