@@ -64,6 +64,8 @@ PEERS = {
     "deconvolution": ("captum Deconvolution", [{"chunk": 512}, {"chunk": 128}, {"chunk": 64}]),
     "deeplift": ("captum DeepLift", [{"chunk": 512}, {"chunk": 128}, {"chunk": 64}]),
 }
+for _name in ("lrp_epsilon", "lrp_gamma", "lrp_alpha1_beta0", "lrp_epsilon_plus_flat", "lrp_epsilon_gamma_box"):
+    PEERS[_name] = ("zennit Gradient attributor, used directly", [{"chunk": 512}, {"chunk": 128}, {"chunk": 64}])
 for _name, _class in (("hirescam", "HiResCAM"), ("xgradcam", "XGradCAM"), ("eigencam", "EigenCAM"),
                       ("fullgrad", "FullGrad")):
     PEERS[_name] = (f"pytorch-grad-cam {_class}", [{"chunk": 512}, {"chunk": 128}, {"chunk": 64}])
@@ -137,6 +139,8 @@ def _peer_call(method, model, x, t, config):
         return ca.GuidedBackprop(model).attribute(x, target=t)
     if method == "deconvolution":
         return ca.Deconvolution(model).attribute(x, target=t)
+    if method.startswith("lrp_"):  # Zennit on its own (its composites; the CNN needs no canonizer)
+        return _zennit(method, model, x, t)
     if method == "deeplift":  # the same work as ours (x and the black reference in one batch); see test_oracles
         from mnist_xai.data import BLACK
 
@@ -171,6 +175,28 @@ def _peer_call(method, model, x, t, config):
         if "batch_size" in config:
             cam.batch_size = config["batch_size"]
         return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in t])
+
+
+def _zennit(method, model, x, t):
+    from zennit import composites, rules, types
+    from zennit.attribution import Gradient
+
+    from mnist_xai.data import BLACK, MEAN, STD
+
+    layer_rule = {"lrp_epsilon": rules.Epsilon, "lrp_gamma": rules.Gamma,
+                  "lrp_alpha1_beta0": lambda: rules.AlphaBeta(alpha=1.0, beta=0.0)}.get(method)
+    if layer_rule is not None:
+        composite = composites.LayerMapComposite(layer_map=[*composites.layer_map_base(), (types.Linear, layer_rule())])
+    elif method == "lrp_epsilon_plus_flat":
+        composite = composites.EpsilonPlusFlat()
+    else:
+        composite = composites.EpsilonGammaBox(low=BLACK, high=(1.0 - MEAN) / STD)
+    with torch.no_grad():
+        logits = model(x)
+    start = torch.zeros_like(logits).scatter_(1, t[:, None], logits.gather(1, t[:, None]))
+    with Gradient(model=model, composite=composite) as attributor:
+        _, relevance = attributor(x, start)
+    return relevance[:, 0]
 
 
 def _bare_rates(model, x, device) -> dict:

@@ -22,7 +22,7 @@ def main() -> None:
     p = params.load("base", "explain", "tracking")
     method_params = params.method_params(method)
     # imported after the params are checked, so a bad value fails in a fraction of a second
-    from mnist_xai.explanation import explain
+    from mnist_xai.explanation import background_for, explain
     from mnist_xai.model import load_model
     from mnist_xai.report.figures import method_grid
     from mnist_xai.training import resolve_device
@@ -45,7 +45,9 @@ def main() -> None:
                             tags={"method": method, "model_md5": tracking.file_md5(MODEL),
                                   "data_md5": tracking.dir_md5(data_dir)}) as run:
         with stage.work():
-            result = explain(model, method, images, labels, indices, method_params, p.explain.target, device)
+            background = background_for(method, method_params, data.load_split(data_dir, "train")[0], p.base.seed)
+            result = explain(model, method, images, labels, indices, {**method_params, **background},
+                             p.explain.target, device)
         result.save(out)
         speed = {"seconds_per_image": round(result.seconds / len(indices), 6),
                  "images_per_second": round(result.images_per_second, 2), "seconds": round(result.seconds, 3),

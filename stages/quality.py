@@ -28,7 +28,7 @@ def main() -> None:
     import torch
 
     from mnist_xai import decoy, replicates
-    from mnist_xai.explanation import Explanation
+    from mnist_xai.explanation import Explanation, background_for
     from mnist_xai.model import load_model
     from mnist_xai.quality.scoring import CueSet, Models, QualitySettings, score_method
     from mnist_xai.training import resolve_device
@@ -78,7 +78,9 @@ def main() -> None:
                             params={"method": method, **vars(settings)},
                             tags={"method": method, "model_md5": tracking.file_md5(MODEL)}) as run:
         with stage.work():
-            scores = score_method(models, method, method_params, x,
+            background = background_for(method, method_params,
+                                        data.load_split(Path("data") / p.base.dataset, "train")[0], p.base.seed)
+            scores = score_method(models, method, {**method_params, **background}, x,
                                   torch.as_tensor(explanation.targets, device=device),
                                   torch.as_tensor(explanation.predictions, device=device), explanation.maps,
                                   ground_truth, settings)

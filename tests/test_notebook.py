@@ -32,7 +32,7 @@ def test_reads_in_order_train_explain_compare_with_only_the_public_api():
     source = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
     imports = sorted(line.strip() for line in source.splitlines() if line.startswith("from mnist_xai"))
     assert imports == ["from mnist_xai.attribution import METHODS, attribute",
-                       "from mnist_xai.data import load_split, normalize",
+                       "from mnist_xai.data import background_images, load_split, normalize",
                        "from mnist_xai.model import load_model",
                        "from mnist_xai.user_image import load_and_prepare"]
     assert "train(" not in source  # it reads what dvc repro trained

@@ -91,9 +91,10 @@ def run_explain(args: argparse.Namespace) -> None:
     predicted = torch.as_tensor(probabilities.argmax(axis=1))
     clock.lap("loaded the model and predicted")
     maps, seconds = {}, {}
+    backgrounds = _backgrounds(methods, root, dataset)
     for method, method_params in methods.items():
         lap = time.perf_counter()
-        maps[method] = attribute(method, model, x, predicted, **method_params).numpy()
+        maps[method] = attribute(method, model, x, predicted, **method_params, **backgrounds.get(method, {})).numpy()
         seconds[method] = (time.perf_counter() - lap) / len(images)
     clock.lap(f"explained with {len(methods)} method(s)")
     scores, nearest, ood_note = _ood(images, root, dataset)
@@ -214,6 +215,21 @@ def _ood(images, root: Path, dataset: str):
     reference = test_images[np.random.default_rng(0).choice(len(test_images), OOD_REFERENCE_IMAGES, replace=False)]
     scores = ood_scores(images, train_images[:OOD_TRAIN_IMAGES], reference)
     return scores, [(train_images[s.nearest], int(train_labels[s.nearest])) for s in scores], ""
+
+
+def _backgrounds(methods: dict, root: Path, dataset: str) -> dict:
+    """Per method that takes a baseline distribution, its background of training images (seed 0, as the
+    pipeline's default base.seed)."""
+    from mnist_xai.attribution.registry import get_method
+    from mnist_xai.explanation import background_for
+
+    needing = [method for method in methods if get_method(method).background]
+    if not needing:
+        return {}
+    loaded, note = _training_images(root, dataset)
+    if loaded is None:
+        raise UserError(f"{', '.join(needing)} take(s) training images as a baseline distribution, and {note}")
+    return {method: background_for(method, methods[method], loaded[0], seed=0) for method in needing}
 
 
 def _training_images(root: Path, dataset: str):

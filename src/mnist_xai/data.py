@@ -210,6 +210,14 @@ def normalize(images):
     return ((images.float() / 255.0 - MEAN) / STD).unsqueeze(1)
 
 
+def background_images(images: np.ndarray, n: int, seed: int):
+    """n training images drawn at random with `seed` (without replacement), normalised: the baseline distribution
+    of Expected Gradients, GradientShap and DeepLiftShap."""
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(len(images), size=min(n, len(images)), replace=False))
+    return normalize(images[chosen])
+
+
 def stratified_indices(labels: np.ndarray, n: int, seed: int, always: np.ndarray | None = None) -> np.ndarray:
     """`n` indices balanced over classes that include the `always` ones (the misclassified images);
     sorted. When the `always` indices exceed half of `n`, a class-balanced half of them is taken, so

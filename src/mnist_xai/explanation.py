@@ -41,6 +41,18 @@ class Explanation:
         return cls(method=method, **{key: arrays[key] for key in FIELDS})
 
 
+def background_for(method: str, params: dict, train_images: np.ndarray, seed: int) -> dict:
+    """{"background": ...} for a method that takes a baseline distribution (n_background training images drawn
+    with `seed`), else {}: merged into the params given to attribute()."""
+    from mnist_xai.attribution.registry import get_method
+    from mnist_xai.data import background_images
+
+    spec = get_method(method)
+    if not spec.background:
+        return {}
+    return {"background": background_images(train_images, spec.resolve(params)["n_background"], seed)}
+
+
 def explain(model, method: str, images: np.ndarray, labels: np.ndarray, indices: np.ndarray,
             params: dict, target: str, device, show_progress: bool = True) -> Explanation:
     """Attribution maps for test images `images[indices]`, explaining the predicted class or the label."""

@@ -48,9 +48,11 @@ def available() -> bool:
 
 
 def socket_path() -> Path:
-    """One server per Python environment and version of this file: an upgraded environment, or a changed
-    server, starts a new one (the old one idles out)."""
-    key = "|".join([sys.executable, sys.version, str(_mtime(Path(__file__))),
+    """One server per Python environment, import path and version of this file: an upgraded environment, another
+    PYTHONPATH, or a changed server, starts a new one (the old one idles out). A fork imports the project's code
+    through the server's import path and runs with what the server imported at start (a sitecustomize, for one), so
+    a client whose PYTHONPATH differs must not be served by it."""
+    key = "|".join([sys.executable, sys.version, str(_mtime(Path(__file__))), os.environ.get("PYTHONPATH", ""),
                     *(f"{p}:{_mtime(Path(p))}" for p in sys.path if p.endswith("site-packages"))])
     folder = Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / f"mnist-xai-{os.getuid()}"
     return folder / f"stage-{hashlib.sha256(key.encode()).hexdigest()[:16]}.sock"

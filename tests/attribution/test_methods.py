@@ -12,6 +12,16 @@ FAST = {"smoothgrad": {"n_samples": 8}, "smoothgrad_sq": {"n_samples": 8}, "varg
         "integrated_gradients": {"steps": 16}}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def backgrounds(explain_inputs):
+    """The methods that take a baseline distribution get 16 other test images as theirs (and few samples)."""
+    x, _ = explain_inputs
+    for method in METHODS:
+        if REGISTRY[method].background:
+            fewer = {"n_samples": 8} if "n_samples" in REGISTRY[method].params else {}
+            FAST[method] = {"background": x[32:48], "n_background": 4 if method == "deeplift_shap" else 16, **fewer}
+
+
 @pytest.fixture(scope="module")
 def batch(explain_inputs):
     x, labels = explain_inputs

@@ -244,3 +244,44 @@ def test_random_logit_catches_a_map_that_ignores_the_class(cued):
     flat = quantus_call(quantus.RandomLogit(num_classes=10, seed=5, disable_warnings=True), model, x, t,
                         attribute("gradcam", model, x, t).numpy(), method="gradcam", batch_size=len(x))
     assert np.nanmax(np.abs(flat - grad)) > 0.01
+
+
+# --- robustness and complexity -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["saliency", "gradcam", "integrated_gradients"])
+def test_sparseness_matches_quantus_up_to_its_offset(cued, method):
+    """Quantus' Sparseness (abs, normalise by max, Gini) adds 1e-7 to every value before sorting; on maps scaled to
+    a largest value of 1 that moves the index by at most ~1e-5 (most of MNIST's map is near 0)."""
+    from mnist_xai.quality.complexity import gini_sparseness
+
+    model, x, t, _ = cued
+    maps = attribute(method, model, x, t).numpy()
+    metric = quantus.Sparseness(disable_warnings=True, normalise_func_kwargs={"normalise_axes": (1, 2, 3)})
+    theirs = quantus_call(metric, model, x, t, maps, method=method, batch_size=len(x))
+    assert np.abs(gini_sparseness(maps) - theirs).max() <= 1e-4
+
+
+@pytest.mark.parametrize("method", ["saliency", "gradcam"])
+def test_max_sensitivity_matches_quantus_given_its_noise(cued, method):
+    """Quantus' MaxSensitivity with each map scaled by its own largest |value| (normalise=True, per image: Quantus
+    0.6 defaults to normalise=False, and its normalise_by_max to one maximum for the whole batch), Frobenius norms,
+    and the same uniform noise (fed to it as its perturb_func): ours."""
+    from mnist_xai.quality.robustness import max_sensitivity
+
+    model, x, t, _ = cued
+    maps = attribute(method, model, x, t).numpy()
+    samples, radius, seed = 5, 0.05, 3
+    ours = max_sensitivity(model, method, {}, x, t, maps, n_perturbations=samples, radius=radius, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    spread = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view(-1, 1, 1, 1)
+    draws = iter([((torch.rand(x.shape, generator=generator) * 2 - 1) * radius * spread).numpy()
+                  for _ in range(samples)])
+
+    def perturb(arr, indices, **_):
+        return arr + next(draws).reshape(arr.shape)
+
+    metric = quantus.MaxSensitivity(nr_samples=samples, perturb_func=perturb, normalise=True,
+                                    normalise_func_kwargs={"normalise_axes": (1, 2, 3)},
+                                    return_nan_when_prediction_changes=False, disable_warnings=True)
+    theirs = quantus_call(metric, model, x, t, maps, method=method, batch_size=len(x))
+    assert np.abs(ours - theirs).max() <= 1e-5

@@ -186,6 +186,7 @@ def synthetic(n: int = 120, seed: int = 0, **quality) -> dict:
     (1 = points at the cue the model uses, faithful, model-sensitive): the model-free controls point at the cue
     as often on both twins and do not change with the model at all; the oracle points at it on the decoy twin."""
     rng = np.random.default_rng(seed)
+    class_blind = np.random.default_rng(seed + 1)  # its own stream: the other metrics' draws stay as they were
     values = {}
     for method, q in {"random": None, "edge": None, "brightness": None, "oracle": 1.0, **quality}.items():
         free = method in ("edge", "brightness")
@@ -217,6 +218,8 @@ def synthetic(n: int = 120, seed: int = 0, **quality) -> dict:
         row["emprt_rise"] = np.zeros(n) if free else (0.0 if method == "random" else 0.12 * q) + rng.normal(0, .02, n)
         row["max_sensitivity"] = 1 - level + rng.normal(0, 0.05, n)
         row["sparseness"] = rng.random(n)
+        row["random_logit"] = np.ones(n) if method in ("random", "edge", "brightness") else np.clip(
+            1 - 0.5 * level + class_blind.normal(0, 0.05, n), -1, 1)
         values[method] = row
     assert {metric.key for metric in METRICS} <= set(values["random"])
     return values

@@ -186,17 +186,35 @@ def reduce_channels(maps: torch.Tensor) -> torch.Tensor:
     return maps.sum(dim=1)
 
 
+def _background(method: str, background, count: int, inputs: torch.Tensor) -> torch.Tensor:
+    """The first `count` background images, checked, on the inputs' device and dtype."""
+    if background is None:
+        raise ParamError(f"{method} takes a baseline distribution: pass background=<training images, float "
+                         f"[M, {inputs.shape[1]}, {inputs.shape[2]}, {inputs.shape[3]}]> (e.g. "
+                         "mnist_xai.data.background_images(train_images, n, seed))")
+    background = torch.as_tensor(background)
+    if background.dim() != 4 or tuple(background.shape[1:]) != tuple(inputs.shape[1:]):
+        shape = ", ".join(map(str, inputs.shape[1:]))
+        raise ParamError(f"background must be images shaped like the inputs [M, {shape}], got {list(background.shape)}")
+    if len(background) < count:
+        raise ParamError(f"n_background={count} is more than the {len(background)} background images given: pass "
+                         f"more, or use n_background <= {len(background)}")
+    return background[:count].to(inputs.device, inputs.dtype)
+
+
 class AttributionError(UserError):
     """A method produced maps that cannot be used (NaN or inf)."""
 
 
 def attribute(method: str, model: nn.Module, inputs: torch.Tensor, targets=None, *, show_progress: bool = False,
-              **params) -> torch.Tensor:
+              background: torch.Tensor | None = None, **params) -> torch.Tensor:
     """Attribution maps float32 [N, H, W] for inputs [N, C, H, W], on the inputs' device.
 
     `targets`: class per input (a tensor, a sequence, or one int for all); None explains the
     predicted class. `params`: the method's parameters (see REGISTRY[method].all_params).
-    `show_progress`: a tqdm bar over the images.
+    `show_progress`: a tqdm bar over the images. `background`: for the methods that take a baseline distribution
+    (REGISTRY[method].background), a sample of training images [M, C, H, W] in the model's input space (see
+    mnist_xai.data.background_images); the first `n_background` of them are used.
     Stochastic methods are deterministic given `seed`. The model is put in eval mode with
     frozen parameters for the call and restored afterwards. Methods whose `commutes` property holds
     run on model.commuted(model): the same numbers, with fewer ReLU operations. A map holding NaN or
@@ -228,10 +246,14 @@ def attribute(method: str, model: nn.Module, inputs: torch.Tensor, targets=None,
             raise ParamError(f"targets must hold one class per input ({len(inputs)}), got shape {list(targets.shape)}")
         if "layer" in resolved:
             resolved["layer"] = layer_name(model, resolved["layer"], inputs[:1])
+        if spec.background:
+            resolved["background"] = _background(method, background, resolved["n_background"], inputs)
+            del resolved["n_background"]
         network = commuted(model, keep=resolved.get("layer")) if spec.commutes else model
         with progress_bar(len(inputs), method, show_progress):
             maps = spec.function(network, inputs, targets, **resolved)
     maps = maps.detach().float().contiguous()
+    resolved.pop("background", None)
     bad = ~torch.isfinite(maps).flatten(1).all(dim=1)
     if bad.any():
         shown = {k: v for k, v in resolved.items() if k != "batch_size"}

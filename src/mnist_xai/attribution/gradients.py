@@ -297,18 +297,27 @@ def rescale_rules(model: nn.Module):
             handle.remove()
 
 
-def deeplift(model, x, targets, *, baseline, blur_sigma, score, batch_size):
-    """DeepLIFT with the Rescale rule (Shrikumar et al. 2017): (x - x') times the multipliers, which sum to
-    score(x) - score(x') (summation-to-delta); Captum DeepLift(multiply_by_inputs=True) with the same reference.
-    Reads the activations between each ReLU and max-pool, so it runs on the network as trained."""
-    reference = baseline_for(x, baseline, blur_sigma)
+def deeplift_against(model, x, reference, targets, *, score, batch_size):
+    """DeepLIFT maps of each row of x against its own row of `reference` (no progress bar: callers count images)."""
     maps = torch.empty(x.shape[0], *x.shape[2:], device=x.device)
     with rescale_rules(model):
-        for rows in image_chunks(len(x), max(1, batch_size // 2)):
+        for rows in chunks(len(x), max(1, batch_size // 2)):
             images = x[rows].detach().requires_grad_(True)
             with torch.enable_grad():
                 outputs = model(torch.cat([images, reference[rows]]))
                 scores = target_scores(outputs, targets[rows].repeat(2), score)
                 (grads,) = torch.autograd.grad(scores.sum(), images)
             maps[rows] = reduce_channels((images.detach() - reference[rows]) * grads)
+    return maps
+
+
+def deeplift(model, x, targets, *, baseline, blur_sigma, score, batch_size):
+    """DeepLIFT with the Rescale rule (Shrikumar et al. 2017): (x - x') times the multipliers, which sum to
+    score(x) - score(x') (summation-to-delta); Captum DeepLift(multiply_by_inputs=True) with the same reference.
+    Reads the activations between each ReLU and max-pool, so it runs on the network as trained."""
+    reference = baseline_for(x, baseline, blur_sigma)
+    maps = torch.empty(x.shape[0], *x.shape[2:], device=x.device)
+    for rows in image_chunks(len(x), batch_size):
+        maps[rows] = deeplift_against(model, x[rows], reference[rows], targets[rows], score=score,
+                                      batch_size=batch_size)
     return maps

@@ -47,6 +47,9 @@ class Method:
     passes: Callable[[dict], dict[str, int]] = _one_backward
     """Forward ('f') and forward+backward ('fb') passes per 28x28 image, given the resolved params: the
     benchmark's practical speed bound."""
+    background: bool = False
+    """Takes a baseline distribution, a sample of training images: attribute(..., background=[M, C, H, W]). The
+    pipeline draws `n_background` of them from the training split with base.seed (data.background_images)."""
     commutes: bool = True
     """Exact when every ReLU that feeds a max-pool is moved after it (see model.commuted): true of methods
     built from ordinary forward passes and autograd gradients (max and ReLU commute, and so do their
@@ -170,6 +173,33 @@ _METHODS = [
                                  "blur (Gaussian-blurred input)", choices=("black", "zero", "blur")),
                "blur_sigma": Param(5.0, "std in pixels of the blur baseline", positive=True),
            }, signed=True, commutes=False, passes=lambda p: {"fb": 2}),
+    Method("expected_gradients", "shapley:expected_gradients", "gradient",
+           "Erion et al. 2021, Improving performance of deep learning models with axiomatic attribution priors and "
+           "expected gradients", "Captum GradientShap(stdevs=0) given the same draws",
+           "mean over n samples of (x - b) x gradient at b + alpha (x - b), b a training image drawn at random, "
+           "alpha ~ U(0, 1); signed", {
+               "n_samples": Param(50, "samples per image (background image and point on its path)", positive=True),
+               "n_background": Param(64, "training images the baselines are drawn from", positive=True),
+               "seed": SEED,
+           }, signed=True, background=True, passes=lambda p: {"fb": p["n_samples"]}),
+    Method("gradient_shap", "shapley:gradient_shap", "gradient",
+           "Lundberg & Lee 2017, A Unified Approach to Interpreting Model Predictions (GradientShap as Captum "
+           "implements it)", "Captum GradientShap given the same draws",
+           "Expected Gradients at noisy copies of the input (noise std sigma x the image's range, SmoothGrad's; "
+           "Captum's default is no noise, which is expected_gradients); signed", {
+               "n_samples": Param(50, "samples per image (background image, point on its path, noise)",
+                                  positive=True),
+               "n_background": Param(64, "training images the baselines are drawn from", positive=True),
+               "sigma": Param(0.15, "input noise std as a fraction of each image's range", minimum=0.0),
+               "seed": SEED,
+           }, signed=True, background=True, passes=lambda p: {"fb": p["n_samples"]}),
+    Method("deeplift_shap", "shapley:deeplift_shap", "gradient",
+           "Lundberg & Lee 2017, A Unified Approach to Interpreting Model Predictions (DeepLiftShap)",
+           "Captum DeepLiftShap with the same background",
+           "the mean of DeepLIFT's Rescale maps against each of n_background training images; signed", {
+               "n_background": Param(16, "training images, each a DeepLIFT reference (the cost grows with it)",
+                                     positive=True),
+           }, signed=True, background=True, commutes=False, passes=lambda p: {"fb": 2 * p["n_background"]}),
     Method("input_x_gradient", "gradients:input_x_gradient", "gradient",
            "Shrikumar et al. 2016, Not Just a Black Box", "Captum InputXGradient",
            "x x d score/d x, summed over channels; signed", signed=True),

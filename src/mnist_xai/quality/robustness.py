@@ -14,7 +14,9 @@ def max_sensitivity(model: nn.Module, method: str, params: dict, x: torch.Tensor
                     maps: np.ndarray, *, n_perturbations: int, radius: float, seed: int) -> np.ndarray:
     """max over n uniform perturbations |delta_i| <= radius x (max - min of the image) of
     ||m(x + delta) - m(x)||_F / ||m(x)||_F, where m is the map divided by its largest |value|, per image:
-    Quantus' MaxSensitivity with its defaults (normalise=True, Frobenius norms).
+    Quantus' MaxSensitivity with normalise=True and its normalisation per image, Frobenius norms (Quantus 0.6
+    defaults to normalise=False, and its normalise_by_max divides a whole batch by one maximum; a test pins the
+    match given the same noise).
 
     Scale-free, so methods compare, and stable for maps that are nearly zero. Stochastic methods keep their
     seed, so only the input changes; the `random` control is redrawn per perturbation, so it scores the
