@@ -53,8 +53,9 @@ def main() -> None:
         n_random_logit=params.clamp("quality.n_random_logit", q.n_random_logit, explained,
                                     f"the {explained} explained images"),
         sensitivity_samples=q.sensitivity_samples, sensitivity_radius=q.sensitivity_radius,
-        deletion_step=q.deletion_step, insertion_start=q.insertion_start, blur_sigma=q.blur_sigma, seed=p.base.seed,
-        replicates=count,
+        deletion_step=q.deletion_step, faithfulness_runs=q.faithfulness_runs,
+        faithfulness_subset=q.faithfulness_subset, insertion_start=q.insertion_start, blur_sigma=q.blur_sigma,
+        seed=p.base.seed, replicates=count,
         randomisation_seeds=tuple(replicates.seed(p.base.seed, "randomisation", r) for r in range(count)))
     models = Models(trained=load_model(MODEL, device),
                     decoy=[load_model(replicates.decoy_model(r), device) for r in range(count)],

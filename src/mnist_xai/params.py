@@ -66,6 +66,10 @@ SECTIONS: dict[str, dict[str, Param]] = {
                                 positive=True),
         "deletion_step": Param(28, "pixels removed or inserted per step of the deletion/insertion curves",
                                positive=True, maximum=784),
+        "faithfulness_runs": Param(100, "random pixel subsets per image for faithfulness correlation (Quantus' "
+                                   "default)", positive=True, minimum=2),
+        "faithfulness_subset": Param(28, "pixels per subset, set to black (Quantus' 224 is for 224 x 224 images; "
+                                     "here 28 of 784, 3.6 %)", positive=True, maximum=784),
         "insertion_start": Param("blur", "the image pixels are inserted into", choices=("blur", "black")),
         "blur_sigma": Param(5.0, "std in pixels of the blurred insertion start", positive=True),
         "sensitivity_samples": Param(8, "perturbations per image for max-sensitivity", positive=True),

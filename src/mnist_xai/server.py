@@ -11,8 +11,8 @@ starts from the same pristine state, seeds what it uses, and sets torch's thread
 
 The first stage finds no server: it starts one in the background and runs in its own process. The server
 exits after MNIST_XAI_SERVER_IDLE seconds (default 600) without a stage. MNIST_XAI_SERVER=0 turns it off.
-The socket lives in a folder only this user can enter, and its name is keyed by the Python environment and
-this file, so an upgraded environment or a changed server starts a new one.
+The socket lives in a folder only this user can enter, and its name is keyed by the Python environment, its
+PYTHONPATH and this file, so an upgraded environment, another import path or a changed server starts a new one.
 """
 
 from __future__ import annotations

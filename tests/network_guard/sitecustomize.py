@@ -16,8 +16,12 @@ def _is_loopback(host) -> bool:
 
 
 def _refuse(what: str):
-    if _LOG:
-        with open(_LOG, "a") as log:
+    # the log named by the environment now, not at import: a stage served by a fork of the stage server runs in
+    # its own client's environment, while this module was imported once, by whichever guarded stage started the
+    # server (two guarded tests share one server: they have the same PYTHONPATH)
+    log_path = os.environ.get("MNIST_XAI_NETWORK_LOG") or _LOG
+    if log_path:
+        with open(log_path, "a") as log:
             log.write(f"{os.getpid()} {what}\n")
     raise ConnectionRefusedError(f"network guard: {what} is not loopback")
 

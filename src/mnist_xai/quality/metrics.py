@@ -76,6 +76,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("insertion_auc", "Insertion AUC", "higher", FAITHFULNESS,
            "The same order, inserting pixels into a blurred (or black) start image; the area under the "
            "probability (Petsiuk et al. 2018)."),
+    Metric("faithfulness_correlation", "Faithfulness correlation", "higher", FAITHFULNESS,
+           "Bhatt et al. 2020, as Quantus 0.6 computes it: per image, 100 random subsets of 28 pixels are set to "
+           "black; the Pearson correlation, over the subsets, between the attribution summed over the subset and "
+           "the drop of the explained logit. Shown and meta-evaluated; no verdict line reads it."),
     Metric("mprt_rho", "MPRT ρ, all pixels", "lower", SANITY,
            "Model-parameter randomisation (Adebayo et al. 2018): Spearman ρ of |map| between the trained model "
            "and the model with every parameter layer re-initialised from the top down, over all pixels, as Quantus "

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from mnist_xai.quality.complexity import gini_sparseness
-from mnist_xai.quality.faithfulness import Curves, deletion_insertion
+from mnist_xai.quality.faithfulness import Curves, deletion_insertion, faithfulness_correlation
 from mnist_xai.quality.localisation import (
     POINTING_TOLERANCE,
     pointing_distance,
@@ -50,6 +50,8 @@ class QualitySettings:
     sensitivity_samples: int
     sensitivity_radius: float
     deletion_step: int
+    faithfulness_runs: int  # random pixel subsets per image for faithfulness correlation
+    faithfulness_subset: int  # pixels per subset
     insertion_start: str
     blur_sigma: float
     seed: int
@@ -160,6 +162,9 @@ def score_method(models: Models, method: str, params: dict, x: torch.Tensor, tar
     curves = deletion_insertion(models.trained, x[:n], maps[:n], predictions[:n], step=s.deletion_step,
                                 insertion_start=s.insertion_start, blur_sigma=s.blur_sigma, seed=s.seed)
     values["deletion_auc"], values["insertion_auc"] = curves.deletion_auc, curves.insertion_auc
+    values["faithfulness_correlation"] = faithfulness_correlation(
+        models.trained, x[:n], maps[:n], targets[:n].cpu().numpy(), runs=s.faithfulness_runs,
+        subset=s.faithfulness_subset, seed=s.seed)
     timed("faithfulness", started)
 
     # the randomisation checks, per replicate: its own randomised networks, permuted-label pair and images
