@@ -20,6 +20,7 @@ Prints a table and writes bench/results/attribution.json. Not a test: it prints 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -63,6 +64,9 @@ PEERS = {
                                                      {"chunk": 512, "batch_size": 128}]),
     "deconvolution": ("captum Deconvolution", [{"chunk": 512}, {"chunk": 128}, {"chunk": 64}]),
     "deeplift": ("captum DeepLift", [{"chunk": 512}, {"chunk": 128}, {"chunk": 64}]),
+    "expected_gradients": ("captum GradientShap(stdevs=0)", [{"chunk": 512}, {"chunk": 64}, {"chunk": 8}]),
+    "gradient_shap": ("captum GradientShap", [{"chunk": 512}, {"chunk": 64}, {"chunk": 8}]),
+    "deeplift_shap": ("captum DeepLiftShap", [{"chunk": 64}, {"chunk": 16}, {"chunk": 4}]),
 }
 for _name in ("lrp_epsilon", "lrp_gamma", "lrp_alpha1_beta0", "lrp_epsilon_plus_flat", "lrp_epsilon_gamma_box"):
     PEERS[_name] = ("zennit Gradient attributor, used directly", [{"chunk": 512}, {"chunk": 128}, {"chunk": 64}])
@@ -112,10 +116,20 @@ def _load(model_path: Path, n_images: int, device: torch.device):
     return model, x, targets
 
 
-def _ours(method: str, model, x, targets, config: dict):
-    from mnist_xai.attribution import attribute
+@functools.lru_cache(maxsize=2)
+def _background(device) -> torch.Tensor:
+    """64 training images (seed 0): the baseline distribution of the SHAP methods, ours and Captum's alike."""
+    from mnist_xai import data
 
-    return attribute(method, model, x, targets, **{**OUR_PARAMS.get(method, {}), **config})
+    images, _ = data.load_split(RESULTS / "data" / "mnist", "train")
+    return data.background_images(images, 64, seed=0).to(device)
+
+
+def _ours(method: str, model, x, targets, config: dict):
+    from mnist_xai.attribution import REGISTRY, attribute
+
+    background = {"background": _background(x.device)} if REGISTRY[method].background else {}
+    return attribute(method, model, x, targets, **background, **{**OUR_PARAMS.get(method, {}), **config})
 
 
 def _peer(method: str, model, x, targets, config: dict):
@@ -141,6 +155,13 @@ def _peer_call(method, model, x, t, config):
         return ca.Deconvolution(model).attribute(x, target=t)
     if method.startswith("lrp_"):  # Zennit on its own (its composites; the CNN needs no canonizer)
         return _zennit(method, model, x, t)
+    if method in ("expected_gradients", "gradient_shap"):  # 50 samples, as ours; noise as gradient_shap's sigma
+        spread = float((x.flatten(1).amax(1) - x.flatten(1).amin(1)).max())
+        stdevs = SIGMA * spread if method == "gradient_shap" else 0.0
+        return ca.GradientShap(model).attribute(x, baselines=_background(x.device), n_samples=N_SAMPLES,
+                                                stdevs=stdevs, target=t)
+    if method == "deeplift_shap":  # against each of 16 background images, as ours
+        return ca.DeepLiftShap(model).attribute(x, baselines=_background(x.device)[:16], target=t)
     if method == "deeplift":  # the same work as ours (x and the black reference in one batch); see test_oracles
         from mnist_xai.data import BLACK
 
