@@ -45,7 +45,8 @@ def main() -> None:
                             tags={"method": method, "model_md5": tracking.file_md5(MODEL),
                                   "data_md5": tracking.dir_md5(data_dir)}) as run:
         with stage.work():
-            background = background_for(method, method_params, data.load_split(data_dir, "train")[0], p.base.seed)
+            background = background_for(method, method_params, lambda: data.load_split(data_dir, "train")[0],
+                                        p.base.seed)
             result = explain(model, method, images, labels, indices, {**method_params, **background},
                              p.explain.target, device)
         result.save(out)

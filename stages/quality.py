@@ -80,7 +80,8 @@ def main() -> None:
                             tags={"method": method, "model_md5": tracking.file_md5(MODEL)}) as run:
         with stage.work():
             background = background_for(method, method_params,
-                                        data.load_split(Path("data") / p.base.dataset, "train")[0], p.base.seed)
+                                        lambda: data.load_split(Path("data") / p.base.dataset, "train")[0],
+                                        p.base.seed)
             scores = score_method(models, method, {**method_params, **background}, x,
                                   torch.as_tensor(explanation.targets, device=device),
                                   torch.as_tensor(explanation.predictions, device=device), explanation.maps,

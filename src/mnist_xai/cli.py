@@ -229,7 +229,7 @@ def _backgrounds(methods: dict, root: Path, dataset: str) -> dict:
     loaded, note = _training_images(root, dataset)
     if loaded is None:
         raise UserError(f"{', '.join(needing)} take(s) training images as a baseline distribution, and {note}")
-    return {method: background_for(method, methods[method], loaded[0], seed=0) for method in needing}
+    return {method: background_for(method, methods[method], lambda: loaded[0], seed=0) for method in needing}
 
 
 def _training_images(root: Path, dataset: str):

@@ -4,6 +4,7 @@ Reading explanations needs no torch (the verdicts and report stages do it)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,16 +42,17 @@ class Explanation:
         return cls(method=method, **{key: arrays[key] for key in FIELDS})
 
 
-def background_for(method: str, params: dict, train_images: np.ndarray, seed: int) -> dict:
+def background_for(method: str, params: dict, train_images: Callable[[], np.ndarray], seed: int) -> dict:
     """{"background": ...} for a method that takes a baseline distribution (n_background training images drawn
-    with `seed`), else {}: merged into the params given to attribute()."""
+    with `seed`), else {}: merged into the params given to attribute(). `train_images` is called only then, so the
+    other methods' stages never read the training split."""
     from mnist_xai.attribution.registry import get_method
     from mnist_xai.data import background_images
 
     spec = get_method(method)
     if not spec.background:
         return {}
-    return {"background": background_images(train_images, spec.resolve(params)["n_background"], seed)}
+    return {"background": background_images(train_images(), spec.resolve(params)["n_background"], seed)}
 
 
 def explain(model, method: str, images: np.ndarray, labels: np.ndarray, indices: np.ndarray,

@@ -24,8 +24,6 @@ import torch
 
 from mnist_xai.attribution.core import image_chunks, reduce_channels, target_scores
 
-COMPOSITES = ("epsilon_plus_flat", "epsilon_gamma_box", "epsilon", "gamma", "alpha1_beta0")
-
 
 def _input_box() -> tuple[float, float]:
     """The lowest and highest value a pixel of the model's input can take: black and white, normalised."""

@@ -117,12 +117,12 @@ _LRP_CONVENTIONS = ("relevance of the explained score through every conv and lin
 def _lrp_methods() -> list[Method]:
     """The LRP rules and composites, each its own method (attribution/lrp.py): Zennit is their implementation."""
     entries = [
-        ("lrp_epsilon", f"{_BACH} (epsilon rule)", "Zennit Epsilon on every layer; Captum LRP (EpsilonRule)",
+        ("lrp_epsilon", f"{_BACH} (epsilon rule)", "Zennit Epsilon on every layer; a transcription of the paper",
          "epsilon rule on every layer", {"epsilon": _EPSILON}),
         ("lrp_gamma", f"{_MONTAVON} (gamma rule)", "Zennit Gamma (generalised for negative inputs) on every layer",
          "gamma rule on every layer", {"gamma": _GAMMA}),
-        ("lrp_alpha1_beta0", f"{_BACH} (alpha1-beta0 rule)", "Zennit AlphaBeta(1, 0) on every layer; Captum LRP "
-         "(Alpha1_Beta0_Rule) where the inputs are positive", "alpha1-beta0 (z+) rule on every layer", {}),
+        ("lrp_alpha1_beta0", f"{_BACH} (alpha1-beta0 rule)", "Zennit AlphaBeta(1, 0) on every layer; a "
+         "transcription of the paper", "alpha1-beta0 (z+) rule on every layer", {}),
         ("lrp_epsilon_plus_flat", f"{_MONTAVON} (composite)", "Zennit EpsilonPlusFlat",
          "flat rule on the first layer, z+ on the other convolutions, epsilon on the linear layers",
          {"epsilon": _EPSILON}),

@@ -94,7 +94,7 @@ def faithfulness_correlation(model: nn.Module, x: torch.Tensor, maps: np.ndarray
     subsets = np.stack([np.stack([rng.choice(features, subset, replace=False) for _ in range(n)])
                         for _ in range(runs)], axis=1)  # [n, runs, subset]
     flat_maps = np.asarray(maps, dtype=np.float64).reshape(n, -1)
-    sums = np.take_along_axis(flat_maps[:, None, :].repeat(runs, axis=1), subsets, axis=2).sum(axis=2)
+    sums = flat_maps[np.arange(n)[:, None, None], subsets].sum(axis=2)
     target = torch.as_tensor(targets, device=x.device)
     clean = target_scores(model(x), target, score).double().cpu().numpy()
     drops = np.empty((n, runs))
