@@ -265,7 +265,10 @@ def test_sparseness_matches_quantus_up_to_its_offset(cued, method):
 def test_max_sensitivity_matches_quantus_given_its_noise(cued, method):
     """Quantus' MaxSensitivity with each map scaled by its own largest |value| (normalise=True, per image: Quantus
     0.6 defaults to normalise=False, and its normalise_by_max to one maximum for the whole batch), Frobenius norms,
-    and the same uniform noise (fed to it as its perturb_func): ours."""
+    and the same uniform noise (fed to it as its perturb_func): ours. One pinned difference: where a perturbed map
+    vanishes (GradCAM's ReLU can zero it all, on a knife edge of float rounding that some CPUs and thread counts
+    reach), ours counts the change as 1 (the whole map is gone) and Quantus divides 0 by 0 and skips that
+    perturbation (np.nanmax)."""
     from mnist_xai.quality.robustness import max_sensitivity
 
     model, x, t, _ = cued
@@ -274,8 +277,10 @@ def test_max_sensitivity_matches_quantus_given_its_noise(cued, method):
     ours = max_sensitivity(model, method, {}, x, t, maps, n_perturbations=samples, radius=radius, seed=seed)
     generator = torch.Generator().manual_seed(seed)
     spread = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view(-1, 1, 1, 1)
-    draws = iter([((torch.rand(x.shape, generator=generator) * 2 - 1) * radius * spread).numpy()
-                  for _ in range(samples)])
+    noises = [((torch.rand(x.shape, generator=generator) * 2 - 1) * radius * spread).numpy() for _ in range(samples)]
+    vanished = np.any([(attribute(method, model, x + torch.as_tensor(noise), t).flatten(1) == 0).all(dim=1).numpy()
+                       for noise in noises], axis=0)
+    draws = iter(noises)
 
     def perturb(arr, indices, **_):
         return arr + next(draws).reshape(arr.shape)
@@ -284,7 +289,8 @@ def test_max_sensitivity_matches_quantus_given_its_noise(cued, method):
                                     normalise_func_kwargs={"normalise_axes": (1, 2, 3)},
                                     return_nan_when_prediction_changes=False, disable_warnings=True)
     theirs = quantus_call(metric, model, x, t, maps, method=method, batch_size=len(x))
-    assert np.abs(ours - theirs).max() <= 1e-5
+    assert np.abs(ours - theirs)[~vanished].max() <= 1e-5
+    assert (ours[vanished] >= 1.0 - 1e-6).all() and (theirs[vanished] <= ours[vanished] + 1e-5).all()
 
 
 
