@@ -67,6 +67,15 @@ PEERS = {
     "expected_gradients": ("captum GradientShap(stdevs=0)", [{"chunk": 512}, {"chunk": 64}, {"chunk": 8}]),
     "gradient_shap": ("captum GradientShap", [{"chunk": 512}, {"chunk": 64}, {"chunk": 8}]),
     "deeplift_shap": ("captum DeepLiftShap", [{"chunk": 64}, {"chunk": 16}, {"chunk": 4}]),
+    # the superpixel methods: the peer is given our superpixels (their SLIC time counted in both); Captum fits
+    # KernelShap and Lime one image at a time
+    "shapley_sampling": ("captum ShapleyValueSampling", [{"chunk": 64, "perturbations_per_eval": 64},
+                                                         {"chunk": 16, "perturbations_per_eval": 256},
+                                                         {"chunk": 1, "perturbations_per_eval": 512}]),
+    "kernel_shap": ("captum KernelShap", [{"chunk": 1, "perturbations_per_eval": 256},
+                                          {"chunk": 1, "perturbations_per_eval": 64}]),
+    "lime": ("captum Lime (lime's kernel, Ridge)", [{"chunk": 1, "perturbations_per_eval": 256},
+                                                    {"chunk": 1, "perturbations_per_eval": 64}]),
 }
 for _name in ("lrp_epsilon", "lrp_gamma", "lrp_alpha1_beta0", "lrp_epsilon_plus_flat", "lrp_epsilon_gamma_box"):
     PEERS[_name] = ("zennit Gradient attributor, used directly", [{"chunk": 512}, {"chunk": 128}, {"chunk": 64}])
@@ -183,6 +192,8 @@ def _peer_call(method, model, x, t, config):
         return ca.IntegratedGradients(model).attribute(x, baselines=torch.full_like(x, BLACK), target=t,
                                                        n_steps=STEPS, method="riemann_right",
                                                        internal_batch_size=config["internal_batch_size"])
+    if method in ("shapley_sampling", "kernel_shap", "lime"):
+        return _captum_segments(method, model, x, t, config)
     if method == "occlusion":
         with torch.no_grad():
             return ca.Occlusion(model).attribute(x, target=t, sliding_window_shapes=(1, WINDOW, WINDOW),
@@ -196,6 +207,36 @@ def _peer_call(method, model, x, t, config):
         if "batch_size" in config:
             cam.batch_size = config["batch_size"]
         return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in t])
+
+
+def _captum_segments(method, model, x, t, config):
+    """Captum on our superpixels (default params: 25 orders, 256 coalitions); a pixel that is no feature of ours
+    joins feature 1 (it equals the baseline, so it changes nothing)."""
+    import captum.attr as ca
+    from captum._utils.models.linear_model import SkLearnRidge
+
+    from mnist_xai.attribution import REGISTRY
+    from mnist_xai.attribution import segments as S
+
+    params = REGISTRY[method].defaults()
+    fill = S.fill_value(params["baseline"])
+    masks = []
+    for labels in S.superpixels(x, fill, params["n_segments"], params["compactness"]):
+        mask = torch.as_tensor(labels)
+        mask[mask == 0] = 1
+        masks.append(mask - 1)
+    mask = torch.stack(masks)[:, None].to(x.device)
+    kwargs = {"baselines": fill, "target": t, "feature_mask": mask, "n_samples": params["n_samples"],
+              "perturbations_per_eval": config["perturbations_per_eval"]}
+    with torch.no_grad():
+        if method == "shapley_sampling":
+            return ca.ShapleyValueSampling(model).attribute(x, **kwargs)
+        if method == "kernel_shap":
+            return ca.KernelShap(model).attribute(x, **kwargs)
+        width = params["kernel_width"]
+        return ca.Lime(model, interpretable_model=SkLearnRidge(alpha=params["alpha"]),
+                       similarity_func=lambda _x, _p, z, **_: float(S.lime_weights(z.bool(), width)[0])
+                       ).attribute(x, **kwargs)
 
 
 def _zennit(method, model, x, t):

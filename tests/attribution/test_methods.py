@@ -9,7 +9,8 @@ from mnist_xai.errors import ParamError
 from mnist_xai.model import MnistResNet
 
 FAST = {"smoothgrad": {"n_samples": 8}, "smoothgrad_sq": {"n_samples": 8}, "vargrad": {"n_samples": 8},
-        "integrated_gradients": {"steps": 16}}
+        "integrated_gradients": {"steps": 16}, "shapley_sampling": {"n_samples": 4}, "kernel_shap": {"n_samples": 32},
+        "lime": {"n_samples": 32}}
 
 
 @pytest.fixture(scope="module", autouse=True)

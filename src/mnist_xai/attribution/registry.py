@@ -134,6 +134,54 @@ def _lrp_methods() -> list[Method]:
                    signed=True, commutes=False) for name, reference, oracle, rule, params in entries]
 
 
+_SEGMENT_CONVENTIONS = ("features are SLIC superpixels of the pixels that differ from the baseline (a pixel equal to "
+                        "it cannot be removed: 0); a coalition sets the other features to the baseline; each "
+                        "feature's value on all its pixels; signed")
+
+
+def _segments(n_samples: int, doc: str, **extra: Param) -> dict[str, Param]:
+    return {
+        "n_samples": Param(n_samples, doc, positive=True, minimum=3),
+        "n_segments": Param(25, "SLIC's target number of superpixels (about 23 on an MNIST digit: 6 pixels each)",
+                            positive=True, minimum=1),
+        "compactness": Param(0.3, "SLIC's balance of space against intensity (the image scaled to [0, 1]): "
+                             "larger gives rounder superpixels", positive=True),
+        "baseline": Param("black", "what a removed feature is set to: black (pixel 0, MNIST's background) or zero "
+                          "(the data mean, a grey patch)", choices=("black", "zero")),
+        **extra,
+        "seed": SEED,
+    }
+
+
+def _segment_methods() -> list[Method]:
+    return [
+        Method("shapley_sampling", "segments:shapley_sampling", "perturbation",
+               "Castro, Gomez & Tejada 2009, Polynomial calculation of the Shapley value based on sampling",
+               "Captum ShapleyValueSampling given the same superpixels and orders",
+               "each superpixel's mean change of the score when it is added, over n_samples random orders; sums "
+               f"to score(x) - score(baseline); {_SEGMENT_CONVENTIONS}",
+               _segments(25, "random orders of the superpixels (Captum's default 25)"), signed=True,
+               passes=lambda p: {"f": 1 + p["n_samples"] * p["n_segments"]}),
+        Method("kernel_shap", "segments:kernel_shap", "perturbation",
+               "Lundberg & Lee 2017, A Unified Approach to Interpreting Model Predictions (Kernel SHAP)",
+               "Captum KernelShap given the same superpixels and coalitions",
+               "least squares over n_samples coalitions drawn by the Shapley kernel, the empty and the full one "
+               f"fitted exactly (Captum weights them 10^6); sums to score(x) - score(baseline); {_SEGMENT_CONVENTIONS}",
+               _segments(256, "coalitions: the full one, the empty one and n_samples - 2 drawn"), signed=True,
+               passes=lambda p: {"f": p["n_samples"]}),
+        Method("lime", "segments:lime", "perturbation",
+               "Ribeiro, Singh & Guestrin 2016, \"Why Should I Trust You?\" (LIME, as the lime package explains "
+               "images)", "Captum Lime given the same superpixels, coalitions, kernel and Ridge model",
+               "weighted ridge regression over n_samples coalitions (each superpixel kept with probability 1/2, the "
+               "first the whole image), weights sqrt(exp(-d^2 / w^2)) of the cosine distance d to the whole image; "
+               f"Captum's defaults differ (Lasso, distance in pixel space); {_SEGMENT_CONVENTIONS}",
+               _segments(256, "coalitions: the whole image and n_samples - 1 drawn",
+                         kernel_width=Param(0.25, "the kernel width w (lime's image default)", positive=True),
+                         alpha=Param(1.0, "the ridge penalty (lime's default Ridge(alpha=1))", minimum=0.0)),
+               signed=True, passes=lambda p: {"f": p["n_samples"]}),
+    ]
+
+
 _METHODS = [
     Method("saliency", "gradients:saliency", "gradient", _SIMONYAN, "Captum Saliency(abs=True)",
            "|d score/d x|; max over channels; non-negative"),
@@ -218,6 +266,7 @@ _METHODS = [
                "baseline": Param("zero", "patch fill: zero (the data mean, the paper's grey square) or black",
                                  choices=("zero", "black")),
            }, signed=True, passes=_occlusion_passes),
+    *_segment_methods(),
     Method("gradcam", "cam:gradcam", "cam", _SELVARAJU, "pytorch-grad-cam GradCAM; Captum LayerGradCam("
            "relu_attributions=True) upsampled bilinearly",
            "ReLU(sum_k mean(dy/dA_k) A_k) at the layer, bilinear upsampling; non-negative. Captum's "
