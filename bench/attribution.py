@@ -14,6 +14,9 @@ and the fastest is its "best". The practical bound is the number of forward and 
 needs per image, divided by the best measured rate of the bare network. Peak RSS added is the
 process's high-water mark minus its RSS before the warm-up.
 
+The "rounds" column is the ratio round by round (ours against the best configuration, run back to back): its spread
+is how far the ratio moves between runs of the bench.
+
 Prints a table and writes bench/results/attribution.json. Not a test: it prints numbers.
 """
 
@@ -372,6 +375,13 @@ def _median_round(rounds: list[dict]) -> dict:
     return valid[len(valid) // 2] if valid else rounds[0]
 
 
+def _round_ratios(ours_rounds: list[dict], peer_rounds: list[dict]) -> list[float]:
+    """Ours against the best peer configuration, round by round (the two ran back to back): their spread is how
+    far the reported ratio would move between runs of the bench."""
+    return [mine["images_per_second"] / theirs["images_per_second"]
+            for mine, theirs in zip(ours_rounds, peer_rounds, strict=True) if "error" not in mine | theirs]
+
+
 def _bound(passes: dict, rates: dict) -> float | None:
     seconds = passes.get("f", 0) / rates["forward"] + passes.get("fb", 0) / rates["forward_backward"]
     return 1 / seconds if seconds else None
@@ -388,7 +398,8 @@ def driver(args) -> None:
     print(f"bare network: forward {rates['forward']:.0f} img/s, forward+backward {rates['forward_backward']:.0f} "
           "img/s (best batch size)", flush=True)
     rows = []
-    header = (f"{'method':22} {'ours img/s':>11} {'peer img/s':>11} {'ratio':>6} {'bound':>9} {'of bound':>8} "
+    header = (f"{'method':22} {'ours img/s':>11} {'peer img/s':>11} {'ratio':>6} {'rounds':>11} {'bound':>9} "
+              f"{'of bound':>8} "
               f"{'ours MB':>8} {'peer MB':>8}  peer (best configuration)")
     print(header, flush=True)
     for method in methods:
@@ -408,6 +419,7 @@ def driver(args) -> None:
                "bound_images_per_second": bound}
         if "error" not in ours:
             row["ratio"] = ours["images_per_second"] / best["images_per_second"] if best else None
+            row["ratio_rounds"] = _round_ratios(ours_rounds, peer_rounds[peer_runs.index(best)]) if best else []
             row["fraction_of_bound"] = ours["images_per_second"] / bound if bound else None
         rows.append(row)
         print(_format_row(row), flush=True)
@@ -424,8 +436,10 @@ def _format_row(row) -> str:
         return f"{row['method']:22} error: {ours['error']}"
     def num(value, spec):
         return format(value, spec) if value is not None else "-"
+    ratios = row.get("ratio_rounds") or []
+    spread = f"{min(ratios):.2f}-{max(ratios):.2f}" if ratios else "-"
     return (f"{row['method']:22} {ours['images_per_second']:11.0f} "
-            f"{num(best and best['images_per_second'], '11.0f')} {num(row.get('ratio'), '6.2f')} "
+            f"{num(best and best['images_per_second'], '11.0f')} {num(row.get('ratio'), '6.2f')} {spread:>11} "
             f"{num(row['bound_images_per_second'], '9.0f')} {num(row.get('fraction_of_bound'), '8.2f')} "
             f"{ours['peak_rss_added_mb']:8.0f} {num(best and best['peak_rss_added_mb'], '8.0f')}  "
             f"{row['peer'] or '(no peer)'} {json.dumps(best['config']) if best else ''}")
