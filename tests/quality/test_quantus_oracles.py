@@ -306,3 +306,79 @@ def test_faithfulness_correlation_matches_quantus_given_its_subsets(cued, method
                                              return_aggregate=False, disable_warnings=True)
     theirs = quantus_call(metric, model, x, t, maps, method=method, batch_size=len(x))
     assert np.abs(ours - theirs).max() <= 1e-4
+
+
+# --- deletion and insertion ---------------------------------------------------------------------------------
+
+def _ranked(maps, seed):
+    """The map replaced by its relevance order (ours: ties in a seeded random order) as strictly decreasing values,
+    so that Quantus' argsort of it visits the pixels in exactly our order."""
+    from mnist_xai.quality.faithfulness import relevance_order
+
+    order = relevance_order(maps, seed)
+    ranked = np.empty(order.shape, dtype=np.float32)
+    np.put_along_axis(ranked, order, -np.arange(order.shape[1], dtype=np.float32)[None], axis=1)
+    return ranked.reshape(maps.shape)
+
+
+def _insert_clean(arr, indices, clean, **_):
+    """Quantus' perturbation protocol run backwards: put the clean image's pixels back at `indices`."""
+    inserted = arr.copy()
+    rows = np.arange(len(arr))[:, None]
+    inserted[rows, indices] = clean.reshape(len(arr), -1)[rows, indices]
+    return inserted
+
+
+@pytest.mark.parametrize("method", ["saliency", "gradcam"])
+def test_deletion_and_insertion_curves_match_quantus_pixel_flipping(cued, method):
+    """Deletion is Quantus' PixelFlipping (Bach et al. 2015) with 28 pixels a step, black as the baseline, raw maps
+    (normalise=False) and softmax scores of the class predicted on the clean image. Insertion is the same engine
+    started on the blurred image with a perturbation that puts the clean pixels back. Given our order (ties in a
+    seeded random order, baked into the map), every point of both curves matches.
+
+    Pinned difference, the area: Quantus' curve starts after the first step (not at the clean image) and its AUC
+    is np.trapz with dx = 1 over those 28 points (and return_auc_per_sample fails under NumPy 2, which has no
+    np.trapz); ours includes the clean (deletion) or start (insertion) point and is normalised to [0, 1] fractions:
+    ours = trapezoid([start, *theirs]) / 28."""
+    from mnist_xai.attribution.gradients import gaussian_blur
+    from mnist_xai.data import BLACK
+    from mnist_xai.quality.faithfulness import auc, deletion_insertion
+
+    model, x, _, _ = cued
+    with torch.no_grad():
+        predicted = model(x).argmax(1)
+    maps = attribute(method, model, x, predicted).numpy()
+    ours = deletion_insertion(model, x, maps, predicted, step=28, insertion_start="blur", blur_sigma=5.0, seed=2)
+    ranked = _ranked(maps, seed=2)
+    common = {"features_in_step": 28, "normalise": False, "disable_warnings": True}
+    deletion = quantus_call(quantus.PixelFlipping(perturb_baseline=BLACK, **common), model, x, predicted, ranked,
+                            method=method, batch_size=len(x), softmax=True)
+    start = gaussian_blur(x, 5.0)
+    insertion = quantus_call(quantus.PixelFlipping(perturb_func=_insert_clean, perturb_func_kwargs={"clean": x.numpy()},
+                                                   **common), model, start, predicted, ranked, method=method,
+                             batch_size=len(x), softmax=True)
+    assert deletion.shape == insertion.shape == (len(x), 28)
+    assert np.abs(ours.deletion[:, 1:] - deletion).max() <= 1e-5
+    assert np.abs(ours.insertion[:, 1:] - insertion).max() <= 1e-5
+    with_start = np.concatenate([ours.deletion[:, :1], deletion], axis=1)
+    assert np.abs(ours.deletion_auc - np.trapezoid(with_start, axis=1) / 28).max() <= 1e-5
+    assert np.abs(ours.deletion_auc - auc(ours.fractions, with_start)).max() <= 1e-5
+
+
+def test_deletion_breaks_ties_at_random_where_quantus_takes_argsort_order(cued):
+    """Pinned difference: GradCAM's map is 0 on much of the image; Quantus removes those tied pixels in whatever
+    order argsort gives (top-left first), ours in a seeded random order, so the curves part once the ties are
+    reached."""
+    from mnist_xai.data import BLACK
+    from mnist_xai.quality.faithfulness import deletion_insertion
+
+    model, x, _, _ = cued
+    with torch.no_grad():
+        predicted = model(x).argmax(1)
+    maps = attribute("gradcam", model, x, predicted).numpy()
+    assert ((maps.reshape(len(maps), -1) == 0).sum(axis=1) > 100).any()
+    ours = deletion_insertion(model, x, maps, predicted, step=28, insertion_start="blur", blur_sigma=5.0, seed=2)
+    raw = quantus_call(quantus.PixelFlipping(features_in_step=28, perturb_baseline=BLACK, normalise=False,
+                                             disable_warnings=True), model, x, predicted, maps, method="gradcam",
+                       batch_size=len(x), softmax=True)
+    assert np.abs(ours.deletion[:, 1:] - raw).max() > 1e-3
