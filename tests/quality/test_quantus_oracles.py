@@ -85,6 +85,50 @@ def test_rank_accuracy_and_pointing_game_match_quantus_when_there_are_no_ties(cu
     assert np.array_equal(pointing_game(maps, masks, seed=0), hits)
 
 
+@pytest.mark.parametrize("method", ["saliency", "gradcam", "integrated_gradients", "edge"])
+def test_localisation_auc_matches_quantus(cued, method):
+    """Quantus' AUC (scikit-learn's roc_curve and auc over the flattened map, mask as the label) on the raw map
+    (normalise=False: scaling by the largest value could round two values into a tie). Ties count half in both,
+    so signed maps, GradCAM's zeros and a model-free control all agree."""
+    from mnist_xai.quality.localisation import localisation_auc
+
+    model, x, t, masks = cued
+    maps = attribute(method, model, x, t).numpy()
+    theirs = quantus_call(quantus.AUC(normalise=False, disable_warnings=True), model, x, t, maps, masks,
+                          method=method)
+    ours = localisation_auc(maps, masks)
+    assert np.ptp(ours) > 0.05
+    assert np.abs(ours - theirs).max() <= TOLERANCE
+
+
+def test_localisation_auc_of_a_map_with_no_information_is_one_half():
+    from mnist_xai.quality.localisation import localisation_auc
+
+    masks = decoy.cue_masks(np.arange(8) % 4)
+    assert np.allclose(localisation_auc(np.ones((8, 28, 28)), masks), 0.5)
+    assert np.allclose(localisation_auc(masks.astype(float), masks), 1.0)
+    assert np.allclose(localisation_auc(-masks.astype(float), masks), 0.0)
+
+
+def test_rank_accuracy_is_top_k_intersection_with_k_the_cue_area(cued):
+    """Theiner et al.'s Top-K intersection (Quantus' TopKIntersection) with k = 16, the cue's area, is relevance
+    rank accuracy: the share of the 16 largest values inside the 16-pixel cue. Without ties, ours equals both."""
+    model, x, t, masks = cued
+    assert (masks.reshape(len(masks), -1).sum(axis=1) == 16).all()
+    saliency = attribute("saliency", model, x, t).numpy().astype(np.float64)  # with exact ties: jitter them apart
+    rng = np.random.default_rng(0)
+    top = saliency.max(axis=(1, 2), keepdims=True)
+    # this model ignores the cue: lift it, more or less, so that the share inside varies from image to image
+    maps = saliency + masks * rng.uniform(0, 1, (len(x), 1, 1)) * top + rng.uniform(0, 1e-6, saliency.shape) * top
+    flat = np.sort(maps.reshape(len(maps), -1), axis=1)[:, ::-1]
+    assert (flat[:, 15] > flat[:, 16]).all()
+    theirs = quantus_call(quantus.TopKIntersection(k=16, normalise=False, disable_warnings=True), model, x, t,
+                          maps, masks)
+    ours = relevance_rank_accuracy(maps, masks, seed=0)
+    assert np.ptp(ours) > 0.05
+    assert np.abs(ours - theirs).max() <= TOLERANCE
+
+
 def test_ties_are_broken_at_random_where_quantus_favours_the_cue():
     """Pinned difference: a map that says nothing (constant) must score chance. Quantus' pointing game counts
     a hit when any tied maximum lies in the mask, so a constant map always hits; its rank accuracy takes the

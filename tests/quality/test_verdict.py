@@ -206,6 +206,7 @@ def synthetic(n: int = 120, seed: int = 0, **quality) -> dict:
             row[f"{prefix}gt_reliance"] = row[f"{prefix}gt_pointing"] - row[f"{prefix}fam_pointing"]
             row[f"{prefix}gt_mass"] = np.clip(0.5 * decoy_hits + rng.normal(0, 0.02, n), 0, 1)
             row[f"{prefix}gt_rank"] = row[f"{prefix}gt_mass"]
+            row[f"{prefix}gt_auc"] = np.where(decoy_hits, 0.95, 0.5)
             alarm = {"edge": 0.08, "brightness": 0.05, "random": 0.02}.get(method, 0.005)
             row[f"{prefix}fam_mass"] = np.clip(alarm + rng.normal(0, 0.003, n), 0, 1)
         level = 0.0 if method == "random" else 0.5 if free else q

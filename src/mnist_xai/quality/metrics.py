@@ -56,7 +56,14 @@ def _ground_truth_metrics(cue: str) -> tuple[Metric, ...]:
                "image (16/784 = 0.020)."),
         Metric(f"{p}gt_rank", f"Relevance rank accuracy{tag}", "higher", GROUND_TRUTH,
                "Same images, decoy model: the share of the 16 largest attributions (the patch's area) that lie "
-               "inside the patch (Arras et al. 2022); ties in a seeded random order."),
+               "inside the patch (Arras et al. 2022); ties in a seeded random order. With k = 16, the patch's area, "
+               "it is also Top-K intersection (Theiner et al. 2021; Quantus' TopKIntersection, k = 16): a test "
+               "shows the two equal, so it is not listed twice."),
+        Metric(f"{p}gt_auc", f"Localisation AUC{tag}", "higher", GROUND_TRUTH,
+               "Same images, decoy model: the area under the ROC curve of the map read as a detector of the patch's "
+               "pixels (Fawcett 2006; Quantus' AUC): the chance that a random patch pixel has a larger attribution "
+               "than a random pixel outside it, ties counted half. Chance, a map with no information (a constant "
+               "one included), is 0.5. It reads the whole ranking, where rank accuracy reads the top 16 only."),
         Metric(f"{p}fam_pointing", f"False alarm, pointing{tag}", "lower", GROUND_TRUTH,
                "The no-reliance twin explaining the same images: the share whose largest attribution lies within "
                "2 pixels of a cue that model does not use.", kind="proportion"),

@@ -14,6 +14,7 @@ from mnist_xai.quality.complexity import gini_sparseness
 from mnist_xai.quality.faithfulness import Curves, deletion_insertion, faithfulness_correlation
 from mnist_xai.quality.localisation import (
     POINTING_TOLERANCE,
+    localisation_auc,
     pointing_distance,
     relevance_mass_accuracy,
     relevance_rank_accuracy,
@@ -111,8 +112,8 @@ class MethodScores:
 def score_ground_truth(models: Models, method: str, params: dict, sets: dict[str, list[CueSet]], seed: int
                        ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Per cue type and replicate, the decoy twin's and the no-reliance twin's maps of the same cued images, scored
-    against the cue: pointing (the distance, and hits within the tolerance and exactly), mass and rank, each image
-    with its replicate; and the first replicate's first maps."""
+    against the cue: pointing (the distance, and hits within the tolerance and exactly), mass, rank and ROC AUC,
+    each image with its replicate; and the first replicate's first maps."""
     from mnist_xai.attribution import attribute
 
     values: dict[str, list[np.ndarray]] = {}
@@ -130,6 +131,7 @@ def score_ground_truth(models: Models, method: str, params: dict, sets: dict[str
             one[f"{p}gt_reliance"] = one[f"{p}gt_pointing"] - one[f"{p}fam_pointing"]
             one[f"{p}gt_mass"] = relevance_mass_accuracy(decoy_maps, g.masks)
             one[f"{p}gt_rank"] = relevance_rank_accuracy(decoy_maps, g.masks, seed)
+            one[f"{p}gt_auc"] = localisation_auc(decoy_maps, g.masks)
             one[f"{p}fam_mass"] = relevance_mass_accuracy(twin_maps, g.masks)
             for key in [k for k in one if not k.endswith("_distance")]:
                 one[replicate_key(key)] = np.full(len(g.masks), r, dtype=np.int16)
