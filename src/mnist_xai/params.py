@@ -51,7 +51,8 @@ SECTIONS: dict[str, dict[str, Param]] = {
                             "decoy twins, the ground-truth images, the permuted-label networks, the randomised "
                             "networks and their images): every interval covers them, and each verdict is also "
                             "decided per replicate, for its support", positive=True, maximum=20),
-        "n_images": Param(200, "explained images scored for deletion/insertion and sparseness", positive=True),
+        "n_images": Param(200, "explained images scored for deletion/insertion, faithfulness correlation, the "
+                          "completeness gap and sparseness", positive=True),
         "n_randomisation": Param(24, "images per replicate for the randomisation checks (original MPRT, Efficient "
                                  "MPRT, data randomisation), each replicate its own", positive=True),
         "n_smooth": Param(6, "of those, images per replicate for Smooth MPRT (each costs smooth_samples maps on two "

@@ -1,5 +1,5 @@
-"""Faithfulness: deletion and insertion curves (Petsiuk et al. 2018, RISE) and faithfulness correlation (Bhatt et
-al. 2020)."""
+"""Faithfulness: deletion and insertion curves (Petsiuk et al. 2018, RISE), faithfulness correlation (Bhatt et
+al. 2020) and the completeness gap (Sundararajan et al. 2017)."""
 
 from __future__ import annotations
 
@@ -114,3 +114,22 @@ def faithfulness_correlation(model: nn.Module, x: torch.Tensor, maps: np.ndarray
                             where=denominator > 0)
     correlation[constant_rows(sums) | constant_rows(drops)] = np.nan
     return correlation
+
+
+@torch.inference_mode()
+def completeness_gap(model: nn.Module, x: torch.Tensor, maps: np.ndarray, targets: np.ndarray, *,
+                     score: str = "logit") -> np.ndarray:
+    """Completeness (Sundararajan et al. 2017; Quantus Completeness), as a continuous gap: per image,
+    |sum of the map - (f(x) - f(black))| / |f(x) - f(black)|, f the explained target's logit and black the all-black
+    image (the normalised pixel value 0). 0: the map adds up to the change of the output from the baseline, as
+    Integrated Gradients, DeepLIFT and the Shapley methods promise. NaN where the output does not change."""
+    from mnist_xai.attribution.core import target_scores
+
+    model = commuted(model)
+    target = torch.as_tensor(targets, device=x.device)
+    clean = target_scores(model(x), target, score).double().cpu().numpy()
+    black = target_scores(model(torch.full_like(x, BLACK)), target, score).double().cpu().numpy()
+    change = clean - black
+    sums = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1).sum(axis=1)
+    magnitude = np.abs(change)
+    return np.divide(np.abs(sums - change), magnitude, out=np.full(len(change), np.nan), where=magnitude > 0)

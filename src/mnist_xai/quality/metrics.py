@@ -87,6 +87,13 @@ METRICS: tuple[Metric, ...] = (
            "Bhatt et al. 2020, as Quantus 0.6 computes it: per image, 100 random subsets of 28 pixels are set to "
            "black; the Pearson correlation, over the subsets, between the attribution summed over the subset and "
            "the drop of the explained logit. Shown and meta-evaluated; no verdict line reads it."),
+    Metric("completeness_gap", "Completeness gap", "lower", FAITHFULNESS,
+           "Completeness (Sundararajan et al. 2017; Quantus' Completeness asks it as yes or no, sum == change "
+           "exactly, which no float map passes): |sum of the map − (f(x) − f(black))| / |f(x) − f(black)|, f the "
+           "explained logit, black the all-black image. 0 for a map that adds up to the output's change from the "
+           "baseline, as Integrated Gradients, DeepLIFT and the Shapley methods promise; for a map on another "
+           "scale (a gradient, a CAM, a control) it measures the scale, not the ranking. Shown and "
+           "meta-evaluated; no verdict line reads it."),
     Metric("mprt_rho", "MPRT ρ, all pixels", "lower", SANITY,
            "Model-parameter randomisation (Adebayo et al. 2018): Spearman ρ of |map| between the trained model "
            "and the model with every parameter layer re-initialised from the top down, over all pixels, as Quantus "

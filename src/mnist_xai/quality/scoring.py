@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from mnist_xai.quality.complexity import gini_sparseness
-from mnist_xai.quality.faithfulness import Curves, deletion_insertion, faithfulness_correlation
+from mnist_xai.quality.faithfulness import Curves, completeness_gap, deletion_insertion, faithfulness_correlation
 from mnist_xai.quality.localisation import (
     POINTING_TOLERANCE,
     localisation_auc,
@@ -40,7 +40,7 @@ METRIC_KEYS = tuple(metric.key for metric in METRICS)
 
 @dataclass(frozen=True)
 class QualitySettings:
-    n_images: int  # explained images for deletion/insertion and sparseness
+    n_images: int  # explained images for deletion/insertion, faithfulness correlation, completeness, sparseness
     n_randomisation: int  # images per replicate for MPRT, Efficient MPRT and data randomisation
     n_smooth: int  # images per replicate for Smooth MPRT
     smooth_samples: int  # noisy copies averaged per Smooth MPRT map
@@ -168,6 +168,10 @@ def score_method(models: Models, method: str, params: dict, x: torch.Tensor, tar
         models.trained, x[:n], maps[:n], targets[:n].cpu().numpy(), runs=s.faithfulness_runs,
         subset=s.faithfulness_subset, seed=s.seed)
     timed("faithfulness", started)
+
+    started = time.perf_counter()
+    values["completeness_gap"] = completeness_gap(models.trained, x[:n], maps[:n], targets[:n].cpu().numpy())
+    timed("completeness", started)
 
     # the randomisation checks, per replicate: its own randomised networks, permuted-label pair and images
     parts: dict[str, list[np.ndarray]] = {}
