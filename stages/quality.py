@@ -52,6 +52,8 @@ def main() -> None:
                                    f"the {explained} explained images"),
         n_random_logit=params.clamp("quality.n_random_logit", q.n_random_logit, explained,
                                     f"the {explained} explained images"),
+        n_road=params.clamp("quality.n_road", q.n_road, explained, f"the {explained} explained images"),
+        road_steps=q.road_steps, road_noise=q.road_noise,
         sensitivity_samples=q.sensitivity_samples, sensitivity_radius=q.sensitivity_radius,
         deletion_step=q.deletion_step, faithfulness_runs=q.faithfulness_runs,
         faithfulness_subset=q.faithfulness_subset, insertion_start=q.insertion_start, blur_sigma=q.blur_sigma,

@@ -71,6 +71,12 @@ SECTIONS: dict[str, dict[str, Param]] = {
                                    "default)", positive=True, minimum=2),
         "faithfulness_subset": Param(28, "pixels per subset, set to black (Quantus' 224 is for 224 x 224 images; "
                                      "here 28 of 784, 3.6 %)", positive=True, maximum=784),
+        "n_road": Param(48, "images for ROAD (each image's pixels removed at road_steps shares, most and least "
+                        "relevant first: 2 x road_steps forward passes and imputations)", positive=True),
+        "road_steps": Param(9, "ROAD: shares of the image removed, evenly spaced (9: 10, 20, ..., 90 %; Quantus' "
+                            "default is 50: 1, 3, ..., 99 %)", positive=True, maximum=99),
+        "road_noise": Param(0.01, "ROAD: std of the Gaussian noise added to the imputed pixels, in normalised input "
+                            "units (Quantus' default)", minimum=0),
         "insertion_start": Param("blur", "the image pixels are inserted into", choices=("blur", "black")),
         "blur_sigma": Param(5.0, "std in pixels of the blurred insertion start", positive=True),
         "sensitivity_samples": Param(8, "perturbations per image for max-sensitivity", positive=True),

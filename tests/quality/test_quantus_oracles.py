@@ -467,3 +467,50 @@ def test_completeness_gap_matches_quantus(cued, method):
     holds, _ = _completeness(model, x, t, exact, method)
     assert holds.all()
     assert (completeness_gap(model, x, exact, t.numpy()) <= 1e-6).all()
+
+
+# --- ROAD ---------------------------------------------------------------------------------------------------
+
+def test_linear_imputation_matches_quantus_noisy_linear_imputation_without_noise(cued):
+    from quantus.functions.perturb_func import noisy_linear_imputation
+
+    from mnist_xai.quality.faithfulness import linear_imputation, relevance_order
+
+    _, x, _, _ = cued
+    images = x[:6, 0].numpy()
+    order = relevance_order(np.random.default_rng(0).random(images.shape), seed=0)
+    for k in (1, 78, 400, 776):
+        ours = linear_imputation(images, order[:, :k])
+        for i, image in enumerate(images):
+            theirs = noisy_linear_imputation(image[None], order[i, :k], noise=0.0)[0].reshape(-1)[order[i, :k]]
+            assert np.abs(ours[i] - theirs).max() <= 1e-5
+
+
+@pytest.mark.parametrize("method", ["saliency", "gradcam"])
+def test_road_matches_quantus_given_its_noise(cued, method):
+    """Quantus' ROAD (noisy linear imputation, noise 0.01, the explained class still predicted?) with our pixel order
+    (baked into the map; LeRF as Quantus' MoRF of the negated map) and its NumPy noise seeded as ours: the same
+    per-image answers at every share removed. Quantus returns only their mean over the images of its first batch
+    (custom_postprocess reads evaluation_scores[0]), so the whole set is given as one batch and its
+    evaluate_batch is read too."""
+    from mnist_xai.quality.faithfulness import road
+
+    model, x, t, _ = cued
+    maps = attribute(method, model, x, t).numpy()
+    ranked = _ranked(maps, seed=2)
+    percentages = [10, 30, 50, 70, 90]
+    for most_relevant_first, quantus_map in ((True, ranked), (False, -ranked)):
+        ours = road(model, x, maps, t.numpy(), percentages=percentages, noise=0.01, seed=2,
+                    most_relevant_first=most_relevant_first)
+        metric = quantus.ROAD(percentages=percentages, noise=0.01, normalise=False, disable_warnings=True)
+        np.random.seed(2)
+        curve = metric(model=model, x_batch=x.numpy(), y_batch=t.numpy(), a_batch=quantus_map[:, None],
+                       channel_first=True, device="cpu", batch_size=len(x))
+        np.random.seed(2)
+        model_interface = quantus.helpers.model.pytorch_model.PyTorchModel(model, channel_first=True, softmax=True,
+                                                                          device="cpu")
+        per_image = metric.evaluate_batch(model=model_interface, x_batch=x.numpy(), y_batch=t.numpy(),
+                                          a_batch=quantus_map[:, None])[0]
+        assert np.array_equal(ours, per_image)
+        assert np.abs(ours.mean(axis=0) - np.array([curve[p] for p in percentages])).max() <= 1e-12
+    assert ours.mean() > 0.3  # LeRF: the least relevant pixels removed, the class mostly kept

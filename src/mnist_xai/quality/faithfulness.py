@@ -133,3 +133,82 @@ def completeness_gap(model: nn.Module, x: torch.Tensor, maps: np.ndarray, target
     sums = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1).sum(axis=1)
     magnitude = np.abs(change)
     return np.divide(np.abs(sums - change), magnitude, out=np.full(len(change), np.nan), where=magnitude > 0)
+
+
+_NEIGHBOURS = ((1, 1, 1 / 12), (0, 1, 1 / 6), (-1, 1, 1 / 12), (1, -1, 1 / 12), (0, -1, 1 / 6), (-1, -1, 1 / 12),
+               (1, 0, 1 / 6), (-1, 0, 1 / 6))
+"""Rong et al. 2022's imputation weights: 1/6 for the four direct neighbours, 1/12 for the four diagonal ones."""
+
+
+def linear_imputation(images: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    """Rong et al. 2022's linear imputation, noise-free: every removed pixel takes the weighted mean of its (up to 8)
+    neighbours inside the image, removed neighbours being unknowns too; one sparse linear system for all images.
+    `images` [n, H, W], `removed` [n, k] flat pixel indices; returns the imputed values [n, k], in that order."""
+    from scipy.sparse import csc_matrix
+    from scipy.sparse.linalg import spsolve
+
+    n, height, width = images.shape
+    k = removed.shape[1]
+    if k == 0:
+        return np.zeros((n, 0))
+    flat = images.reshape(n, -1).astype(np.float64)
+    variable = np.full((n, height * width), -1)
+    variable[np.arange(n)[:, None], removed] = np.arange(n * k).reshape(n, k)
+    rows, cols = np.divmod(removed, width)
+    own = variable[np.arange(n)[:, None], removed]
+    entries_i, entries_j, entries_w = [], [], []
+    diagonal = np.zeros((n, k))
+    right = np.zeros((n, k))
+    for dr, dc, weight in _NEIGHBOURS:
+        r, c = rows + dr, cols + dc
+        inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+        neighbour = np.where(inside, r * width + c, 0)
+        other = np.take_along_axis(variable, neighbour, axis=1)
+        diagonal += weight * inside
+        known = inside & (other < 0)
+        right += np.where(known, weight * np.take_along_axis(flat, neighbour, axis=1), 0.0)
+        unknown = inside & (other >= 0)
+        entries_i.append(own[unknown])
+        entries_j.append(other[unknown])
+        entries_w.append(np.full(int(unknown.sum()), -weight))
+    entries_i.append(own.ravel())
+    entries_j.append(own.ravel())
+    entries_w.append(diagonal.ravel())
+    system = csc_matrix((np.concatenate(entries_w), (np.concatenate(entries_i), np.concatenate(entries_j))),
+                        shape=(n * k, n * k))
+    return np.asarray(spsolve(system, right.ravel())).reshape(n, k)
+
+
+def road_percentages(steps: int) -> list[int]:
+    """The shares of the image removed, in per cent: `steps` evenly spaced inside (0, 100) (9: 10, 20, ..., 90)."""
+    return [int(round(100 * (s + 1) / (steps + 1))) for s in range(steps)]
+
+
+@torch.inference_mode()
+def road(model: nn.Module, x: torch.Tensor, maps: np.ndarray, targets: np.ndarray, *, percentages: list[int],
+         noise: float, seed: int, most_relevant_first: bool = True) -> np.ndarray:
+    """ROAD (Rong et al. 2022; Quantus ROAD), per image: at each share p of the pixels, the int(784 p / 100) most
+    (MoRF) or least (LeRF) relevant pixels are removed and imputed from their neighbours (linear_imputation) plus
+    Gaussian noise of std `noise` (in normalised input units), so that a removal is not a black hole the model can
+    see; 1 where the model still predicts the explained class. Returns [n, len(percentages)]. Order: ours (ties in a
+    seeded random order); noise drawn as Quantus draws it, share by share and image by image, np.random.randn(1, k),
+    here from a RandomState seeded with `seed`."""
+    model = commuted(model)
+    n = len(x)
+    order = relevance_order(maps, seed)
+    if not most_relevant_first:
+        order = order[:, ::-1]
+    images = x.reshape(n, *x.shape[-2:]).double().cpu().numpy()
+    pixels = images.shape[1] * images.shape[2]
+    rng = np.random.RandomState(seed)
+    target = torch.as_tensor(targets, device=x.device)
+    kept = np.empty((n, len(percentages)))
+    for column, p in enumerate(percentages):
+        k = int(pixels * p / 100)
+        removed = np.ascontiguousarray(order[:, :k])
+        values = linear_imputation(images, removed) + noise * np.stack([rng.randn(1, k)[0] for _ in range(n)])
+        perturbed = x.reshape(n, -1).clone()
+        perturbed.scatter_(1, torch.as_tensor(removed, device=x.device),
+                           torch.as_tensor(values, dtype=x.dtype, device=x.device))
+        kept[:, column] = (model(perturbed.view(x.shape)).argmax(dim=1) == target).cpu().numpy()
+    return kept

@@ -87,6 +87,15 @@ METRICS: tuple[Metric, ...] = (
            "Bhatt et al. 2020, as Quantus 0.6 computes it: per image, 100 random subsets of 28 pixels are set to "
            "black; the Pearson correlation, over the subsets, between the attribution summed over the subset and "
            "the drop of the explained logit. Shown and meta-evaluated; no verdict line reads it."),
+    Metric("road_morf", "ROAD, most relevant first", "lower", FAITHFULNESS,
+           "Remove and Debias (Rong et al. 2022, as Quantus 0.6): at 10, 20, ..., 90 % of the pixels, the most "
+           "relevant ones (ties in a seeded random order) are replaced by the weighted mean of their neighbours "
+           "(noisy linear imputation: one linear system, plus Gaussian noise of std 0.01) instead of black, so a "
+           "removal leaves no shape the model can read; the share of those steps at which the model still predicts "
+           "the explained class. Low: removing what the map calls relevant changes the decision. Shown and "
+           "meta-evaluated; no verdict line reads it."),
+    Metric("road_lerf", "ROAD, least relevant first", "higher", FAITHFULNESS,
+           "The same, removing the least relevant pixels first: high when what the map calls irrelevant is."),
     Metric("completeness_gap", "Completeness gap", "lower", FAITHFULNESS,
            "Completeness (Sundararajan et al. 2017; Quantus' Completeness asks it as yes or no, sum == change "
            "exactly, which no float map passes): |sum of the map − (f(x) − f(black))| / |f(x) − f(black)|, f the "

@@ -11,7 +11,14 @@ import torch
 from torch import nn
 
 from mnist_xai.quality.complexity import gini_sparseness
-from mnist_xai.quality.faithfulness import Curves, completeness_gap, deletion_insertion, faithfulness_correlation
+from mnist_xai.quality.faithfulness import (
+    Curves,
+    completeness_gap,
+    deletion_insertion,
+    faithfulness_correlation,
+    road,
+    road_percentages,
+)
 from mnist_xai.quality.localisation import (
     POINTING_TOLERANCE,
     localisation_auc,
@@ -53,6 +60,9 @@ class QualitySettings:
     deletion_step: int
     faithfulness_runs: int  # random pixel subsets per image for faithfulness correlation
     faithfulness_subset: int  # pixels per subset
+    n_road: int  # images for ROAD (MoRF and LeRF)
+    road_steps: int  # shares of the image removed: 10, 20, ..., 90 % for 9
+    road_noise: float  # std of the noise added to the imputed pixels, in normalised input units
     insertion_start: str
     blur_sigma: float
     seed: int
@@ -172,6 +182,14 @@ def score_method(models: Models, method: str, params: dict, x: torch.Tensor, tar
     started = time.perf_counter()
     values["completeness_gap"] = completeness_gap(models.trained, x[:n], maps[:n], targets[:n].cpu().numpy())
     timed("completeness", started)
+
+    started = time.perf_counter()
+    k = min(len(x), s.n_road)
+    for key, first in (("road_morf", True), ("road_lerf", False)):
+        values[key] = road(models.trained, x[:k], maps[:k], targets[:k].cpu().numpy(),
+                           percentages=road_percentages(s.road_steps), noise=s.road_noise, seed=s.seed,
+                           most_relevant_first=first).mean(axis=1)
+    timed("road", started)
 
     # the randomisation checks, per replicate: its own randomised networks, permuted-label pair and images
     parts: dict[str, list[np.ndarray]] = {}
