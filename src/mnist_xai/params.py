@@ -77,6 +77,9 @@ SECTIONS: dict[str, dict[str, Param]] = {
                             "default is 50: 1, 3, ..., 99 %)", positive=True, maximum=99),
         "road_noise": Param(0.01, "ROAD: std of the Gaussian noise added to the imputed pixels, in normalised input "
                             "units (Quantus' default)", minimum=0),
+        "n_infidelity": Param(64, "images for infidelity", positive=True),
+        "infidelity_samples": Param(32, "random 4 x 4 squares removed, one at a time, per infidelity image (Captum's "
+                                    "default is 10)", positive=True, minimum=2),
         "insertion_start": Param("blur", "the image pixels are inserted into", choices=("blur", "black")),
         "blur_sigma": Param(5.0, "std in pixels of the blurred insertion start", positive=True),
         "sensitivity_samples": Param(8, "perturbations per image for max-sensitivity", positive=True),

@@ -514,3 +514,62 @@ def test_road_matches_quantus_given_its_noise(cued, method):
         assert np.array_equal(ours, per_image)
         assert np.abs(ours.mean(axis=0) - np.array([curve[p] for p in percentages])).max() <= 1e-12
     assert ours.mean() > 0.3  # LeRF: the least relevant pixels removed, the class mostly kept
+
+
+# --- infidelity ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["saliency", "integrated_gradients", "edge"])
+def test_infidelity_matches_captum_given_our_squares(cued, method):
+    """Captum's infidelity with normalize=True (the best scale β, as Yeh et al.'s own code) and our perturbations:
+    the same random squares set to black, the square itself as I (binary, Captum's multiply_by_inputs convention
+    for maps of contributions), handed over image by image in Captum's repeat_interleave order."""
+    from captum.metrics import infidelity as captum_infidelity
+
+    from mnist_xai.data import BLACK
+    from mnist_xai.quality.faithfulness import INFIDELITY_SQUARE, infidelity, square_masks
+
+    model, x, t, _ = cued
+    maps = attribute(method, model, x, t).numpy()
+    samples, seed = 12, 7
+    ours = infidelity(model, x, maps, t.numpy(), samples=samples, seed=seed)
+    masks = torch.as_tensor(square_masks(len(x), samples, 28, INFIDELITY_SQUARE, np.random.RandomState(seed)))
+    masks = masks.reshape(len(x) * samples, 1, 28, 28)
+
+    def perturb(inputs):
+        return masks.float(), torch.where(masks, torch.tensor(BLACK), inputs)
+
+    theirs = captum_infidelity(model, perturb, x, torch.as_tensor(maps)[:, None], target=t,
+                               n_perturb_samples=samples, normalize=True).double().numpy()
+    assert np.ptp(ours) > 0.01
+    assert np.abs(ours - theirs).max() <= 1e-5 * max(1.0, np.abs(theirs).max())
+
+
+def test_infidelity_formula_matches_quantus_given_its_perturbations(cued):
+    """Quantus' Infidelity (default: 4 x 4 blocks set to black one after another, cumulatively, in raster order,
+    the same 49 steps in each of its n_perturb_samples repeats; I = x - x̃, the map multiplied by the change; no
+    scale fitted): given the perturbed inputs it produced (caught from its perturb_func), our formula with its
+    conventions (normalize=False, I = x - x̃) gives its numbers. Pinned differences, as in the score's definition:
+    ours draws squares at random and removes one at a time (Yeh et al.'s square removal), reads I as the binary
+    square and fits the map's scale."""
+    from quantus.functions.perturb_func import batch_baseline_replacement_by_indices
+
+    from mnist_xai.data import BLACK
+    from mnist_xai.quality.faithfulness import infidelity_of
+
+    model, x, t, _ = cued
+    maps = attribute("saliency", model, x, t).numpy()
+    seen = []
+
+    def perturb(arr, indices, **kwargs):
+        out = batch_baseline_replacement_by_indices(arr, indices, **kwargs)
+        seen.append(out.copy())
+        return out
+
+    metric = quantus.Infidelity(perturb_func=perturb, perturb_baseline=BLACK, n_perturb_samples=1,
+                                disable_warnings=True)
+    theirs = quantus_call(metric, model, x, t, maps, batch_size=len(x))
+    assert len(seen) == 49
+    perturbed = torch.as_tensor(np.stack(seen, axis=1)).reshape(len(x), 49, 1, 28, 28)
+    weights = (x[:, None] - perturbed).numpy()
+    ours = infidelity_of(model, x, maps, t.numpy(), perturbed, weights, normalize=False)
+    assert np.abs(ours - theirs).max() <= 1e-5 * max(1.0, np.abs(theirs).max())

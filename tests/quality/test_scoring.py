@@ -29,7 +29,8 @@ def test_every_metric_is_scored_and_summarised(trained_model, test_split):
     settings = QualitySettings(n_images=16, n_randomisation=8, n_smooth=2, smooth_samples=2, smooth_noise=0.1,
                                entropy_bins=100, n_sensitivity=4, n_random_logit=4, sensitivity_samples=2,
                                sensitivity_radius=0.05, deletion_step=28, faithfulness_runs=10, faithfulness_subset=28,
-                               n_road=6, road_steps=3, road_noise=0.01, insertion_start="blur", blur_sigma=5.0,
+                               n_road=6, road_steps=3, road_noise=0.01,
+                               n_infidelity=5, infidelity_samples=4, insertion_start="blur", blur_sigma=5.0,
                                seed=0)
     models = Models(trained=model, decoy=[model], no_reliance=[model], random_labels=[model], true_labels=[model])
     scores = score_method(models, "saliency", {}, x, predicted, predicted, maps, sets, settings)
@@ -37,5 +38,6 @@ def test_every_metric_is_scored_and_summarised(trained_model, test_split):
     assert len(scores.values["road_morf"]) == 6 and len(scores.values["completeness_gap"]) == 16
     assert len(scores.values["gt_auc"]) == len(scores.values["grey_gt_auc"]) == 8
     summary = scores.summary(resamples=200, seed=0)["metrics"]
-    assert all(np.isfinite(summary[key]["value"]) for key in ("gt_auc", "road_morf", "road_lerf", "completeness_gap"))
-    assert {"road", "completeness"} <= set(scores.seconds)
+    new = ("gt_auc", "road_morf", "road_lerf", "completeness_gap", "infidelity")
+    assert all(np.isfinite(summary[key]["value"]) for key in new)
+    assert {"road", "completeness", "infidelity"} <= set(scores.seconds)

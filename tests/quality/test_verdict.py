@@ -223,6 +223,7 @@ def synthetic(n: int = 120, seed: int = 0, **quality) -> dict:
         row["completeness_gap"] = np.full(n, 1.0 - 0.9 * level)
         row["road_morf"] = np.full(n, 0.9 - 0.5 * level)
         row["road_lerf"] = np.full(n, 0.5 + 0.4 * level)
+        row["infidelity"] = np.full(n, 2.0 - 1.5 * level)
         row["random_logit"] = np.ones(n) if method in ("random", "edge", "brightness") else np.clip(
             1 - 0.5 * level + class_blind.normal(0, 0.05, n), -1, 1)
         values[method] = row

@@ -212,3 +212,59 @@ def road(model: nn.Module, x: torch.Tensor, maps: np.ndarray, targets: np.ndarra
                            torch.as_tensor(values, dtype=x.dtype, device=x.device))
         kept[:, column] = (model(perturbed.view(x.shape)).argmax(dim=1) == target).cpu().numpy()
     return kept
+
+
+INFIDELITY_SQUARE = 4
+"""Side of the squares infidelity removes: the planted cue's size, and Quantus' default patch."""
+
+
+def square_masks(n: int, samples: int, size: int, side: int, rng: np.random.RandomState) -> np.ndarray:
+    """Per image, `samples` squares of side `side` at uniformly drawn positions inside a size x size image, image by
+    image, each square's row then column: bool [n, samples, size, size]."""
+    corners = rng.randint(0, size - side + 1, size=(n, samples, 2))
+    rows = np.arange(size)[None, None, :, None]
+    cols = np.arange(size)[None, None, None, :]
+    top, left = corners[..., 0, None, None], corners[..., 1, None, None]
+    return (rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side)
+
+
+@torch.inference_mode()
+def infidelity_of(model: nn.Module, x: torch.Tensor, maps: np.ndarray, targets: np.ndarray, perturbed: torch.Tensor,
+                  weights: np.ndarray, *, normalize: bool = True, batch_size: int = 512) -> np.ndarray:
+    """Infidelity (Yeh et al. 2019) given the perturbations: per image, the mean over its S perturbations of
+    (β Σ map · I - (f(x) - f(x̃)))², f the explained logit, x̃ the perturbed input [n, S, *x.shape[1:]] and I its
+    weights [n, S, H, W]; β = Σ s d / Σ s² (0 when every s is 0), the scale that fits the map best (Captum's
+    normalize=True, the paper's own code), or 1 with normalize=False (Quantus)."""
+    from mnist_xai.attribution.core import target_scores
+
+    model = commuted(model)
+    n, samples = perturbed.shape[:2]
+    target = torch.as_tensor(targets, device=x.device)
+    clean = target_scores(model(x), target, "logit").double().cpu().numpy()
+    flat = perturbed.reshape(n * samples, *x.shape[1:])
+    repeated = target.repeat_interleave(samples)
+    scores = np.concatenate([target_scores(model(flat[i:i + batch_size]), repeated[i:i + batch_size], "logit")
+                             .double().cpu().numpy() for i in range(0, n * samples, batch_size)])
+    drops = clean[:, None] - scores.reshape(n, samples)
+    sums = (np.asarray(weights, dtype=np.float64).reshape(n, samples, -1)
+            * np.asarray(maps, dtype=np.float64).reshape(n, 1, -1)).sum(axis=2)
+    if normalize:
+        squares = (sums ** 2).sum(axis=1)
+        beta = np.divide((sums * drops).sum(axis=1), squares, out=np.zeros(n), where=squares > 0)
+    else:
+        beta = np.ones(n)
+    return ((beta[:, None] * sums - drops) ** 2).mean(axis=1)
+
+
+def infidelity(model: nn.Module, x: torch.Tensor, maps: np.ndarray, targets: np.ndarray, *, samples: int,
+               seed: int) -> np.ndarray:
+    """Infidelity (Yeh et al. 2019; Quantus Infidelity, Captum infidelity) with their square-removal perturbation:
+    per image, `samples` squares of INFIDELITY_SQUARE pixels at random positions (a RandomState seeded with `seed`)
+    set to black, one at a time; I is the square (binary: the attribution summed over the removed pixels, as for
+    faithfulness correlation, since the maps here attribute contributions), and the map is fitted by its best
+    scale β, so the score does not depend on the map's units. In logit²; 0: the map's sums predict every drop."""
+    n, size = len(x), x.shape[-1]
+    masks = square_masks(n, samples, size, INFIDELITY_SQUARE, np.random.RandomState(seed))
+    cells = torch.as_tensor(masks, device=x.device)[:, :, None]
+    perturbed = torch.where(cells, torch.tensor(BLACK, dtype=x.dtype, device=x.device), x[:, None])
+    return infidelity_of(model, x, maps, targets, perturbed, masks.astype(np.float64))

@@ -96,6 +96,13 @@ METRICS: tuple[Metric, ...] = (
            "meta-evaluated; no verdict line reads it."),
     Metric("road_lerf", "ROAD, least relevant first", "higher", FAITHFULNESS,
            "The same, removing the least relevant pixels first: high when what the map calls irrelevant is."),
+    Metric("infidelity", "Infidelity", "lower", FAITHFULNESS,
+           "Yeh et al. 2019, with their square removal, as Captum computes it (normalize=True): per image, 32 "
+           "squares of 4×4 pixels at random positions set to black one at a time; the mean squared difference "
+           "between the attribution summed over the square, times the scale β that fits the map best, and the drop "
+           "of the explained logit (logit²). Quantus' Infidelity blackens the 4×4 grid cumulatively in a fixed "
+           "order and multiplies the map by the change of the input instead; a test pins its formula. Shown and "
+           "meta-evaluated; no verdict line reads it."),
     Metric("completeness_gap", "Completeness gap", "lower", FAITHFULNESS,
            "Completeness (Sundararajan et al. 2017; Quantus' Completeness asks it as yes or no, sum == change "
            "exactly, which no float map passes): |sum of the map − (f(x) − f(black))| / |f(x) − f(black)|, f the "

@@ -16,6 +16,7 @@ from mnist_xai.quality.faithfulness import (
     completeness_gap,
     deletion_insertion,
     faithfulness_correlation,
+    infidelity,
     road,
     road_percentages,
 )
@@ -61,6 +62,8 @@ class QualitySettings:
     faithfulness_runs: int  # random pixel subsets per image for faithfulness correlation
     faithfulness_subset: int  # pixels per subset
     n_road: int  # images for ROAD (MoRF and LeRF)
+    n_infidelity: int  # images for infidelity
+    infidelity_samples: int  # random squares removed per image
     road_steps: int  # shares of the image removed: 10, 20, ..., 90 % for 9
     road_noise: float  # std of the noise added to the imputed pixels, in normalised input units
     insertion_start: str
@@ -190,6 +193,12 @@ def score_method(models: Models, method: str, params: dict, x: torch.Tensor, tar
                            percentages=road_percentages(s.road_steps), noise=s.road_noise, seed=s.seed,
                            most_relevant_first=first).mean(axis=1)
     timed("road", started)
+
+    started = time.perf_counter()
+    k = min(len(x), s.n_infidelity)
+    values["infidelity"] = infidelity(models.trained, x[:k], maps[:k], targets[:k].cpu().numpy(),
+                                      samples=s.infidelity_samples, seed=s.seed)
+    timed("infidelity", started)
 
     # the randomisation checks, per replicate: its own randomised networks, permuted-label pair and images
     parts: dict[str, list[np.ndarray]] = {}
