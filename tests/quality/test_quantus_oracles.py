@@ -573,3 +573,63 @@ def test_infidelity_formula_matches_quantus_given_its_perturbations(cued):
     weights = (x[:, None] - perturbed).numpy()
     ours = infidelity_of(model, x, maps, t.numpy(), perturbed, weights, normalize=False)
     assert np.abs(ours - theirs).max() <= 1e-5 * max(1.0, np.abs(theirs).max())
+
+
+# --- relative stability -------------------------------------------------------------------------------------
+
+def _our_noise(x, samples, radius, seed):
+    """The uniform noise stability() draws, as a Quantus perturb_func that hands it out sample by sample."""
+    generator = torch.Generator().manual_seed(seed)
+    spread = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view(-1, 1, 1, 1)
+    draws = iter([((torch.rand(x.shape, generator=generator) * 2 - 1) * radius * spread).numpy()
+                  for _ in range(samples)])
+
+    def perturb(arr, indices, **_):
+        return arr + next(draws).reshape(arr.shape)
+
+    return perturb
+
+
+def _relative_stability(model, x, t, maps, method, samples, radius, seed):
+    theirs = {}
+    for key, metric in (("ris", quantus.RelativeInputStability), ("ros", quantus.RelativeOutputStability)):
+        theirs[key] = quantus_call(metric(nr_samples=samples, perturb_func=_our_noise(x, samples, radius, seed),
+                                          disable_warnings=True), model, x, t, maps, method=method,
+                                   batch_size=len(x))
+    return theirs
+
+
+@pytest.mark.parametrize("method", ["saliency", "integrated_gradients"])
+def test_relative_stability_matches_quantus_given_its_noise(cued, method):
+    """Quantus' RelativeInputStability and RelativeOutputStability on the raw maps (their defaults: no abs, no
+    normalisation, eps 1e-6), fed our noise as their perturb_func: log10 of theirs is ours, on every image whose
+    prediction no perturbation changed."""
+    from mnist_xai.quality.robustness import stability
+
+    model, x, t, _ = cued
+    maps = attribute(method, model, x, t).numpy()
+    samples, radius, seed = 4, 0.05, 3
+    ours = stability(model, method, {}, x, t, maps, n_perturbations=samples, radius=radius, seed=seed)
+    theirs = _relative_stability(model, x, t, maps, method, samples, radius, seed)
+    for key in ("ris", "ros"):
+        keep = ~np.isnan(theirs[key])
+        assert keep.sum() >= len(x) - 2
+        assert np.abs(ours[key][keep] - np.log10(theirs[key][keep])).max() <= 1e-5
+        assert np.ptp(ours[key]) > 0.1
+
+
+def test_relative_stability_keeps_the_perturbations_that_keep_the_class_where_quantus_drops_the_image(cued):
+    """Pinned difference: Agarwal et al. take the max over perturbations that leave the prediction unchanged. Quantus
+    sets a changed one to NaN and then takes np.max, so one changed perturbation out of its 200 loses the whole
+    image; ours takes the max over the others (NaN only when every perturbation changed the class)."""
+    from mnist_xai.quality.robustness import stability
+
+    model, x, t, _ = cued
+    maps = attribute("saliency", model, x, t).numpy()
+    samples, radius, seed = 4, 0.6, 3
+    ours = stability(model, "saliency", {}, x, t, maps, n_perturbations=samples, radius=radius, seed=seed)
+    theirs = _relative_stability(model, x, t, maps, "saliency", samples, radius, seed)
+    partly = np.isnan(theirs["ris"]) & ~np.isnan(ours["ris"])
+    assert partly.any()
+    agree = ~np.isnan(theirs["ris"])
+    assert np.abs(ours["ris"][agree] - np.log10(theirs["ris"][agree])).max() <= 1e-5

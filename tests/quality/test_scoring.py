@@ -38,6 +38,6 @@ def test_every_metric_is_scored_and_summarised(trained_model, test_split):
     assert len(scores.values["road_morf"]) == 6 and len(scores.values["completeness_gap"]) == 16
     assert len(scores.values["gt_auc"]) == len(scores.values["grey_gt_auc"]) == 8
     summary = scores.summary(resamples=200, seed=0)["metrics"]
-    new = ("gt_auc", "road_morf", "road_lerf", "completeness_gap", "infidelity")
+    new = ("gt_auc", "road_morf", "road_lerf", "completeness_gap", "infidelity", "ris", "ros")
     assert all(np.isfinite(summary[key]["value"]) for key in new)
     assert {"road", "completeness", "infidelity"} <= set(scores.seconds)

@@ -219,6 +219,8 @@ def synthetic(n: int = 120, seed: int = 0, **quality) -> dict:
         row["emprt_rise"] = np.zeros(n) if free else (0.0 if method == "random" else 0.12 * q) + rng.normal(0, .02, n)
         row["max_sensitivity"] = 1 - level + rng.normal(0, 0.05, n)
         row["sparseness"] = rng.random(n)
+        row["ris"] = np.full(n, 3.0 - level)
+        row["ros"] = np.full(n, 2.0 - level)
         row["faithfulness_correlation"] = np.clip(level + class_blind.normal(0, 0.05, n), -1, 1)
         row["completeness_gap"] = np.full(n, 1.0 - 0.9 * level)
         row["road_morf"] = np.full(n, 0.9 - 0.5 * level)

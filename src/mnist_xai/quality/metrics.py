@@ -144,6 +144,15 @@ METRICS: tuple[Metric, ...] = (
     Metric("max_sensitivity", "Max-sensitivity", "lower", ROBUSTNESS,
            "Yeh et al. 2019, as Quantus: the largest relative change ‖m(x + δ) − m(x)‖ / ‖m(x)‖ under uniform noise "
            "|δ| ≤ a fraction of the image's range, m the map divided by its largest |value|."),
+    Metric("ris", "Relative input stability (log₁₀)", "lower", ROBUSTNESS,
+           "Agarwal et al. 2022, as Quantus 0.6 computes it on the raw map, from max-sensitivity's perturbations: "
+           "the largest ‖(m(x) − m(x′)) / m(x)‖ / ‖(x − x′) / x‖ (element-wise relative changes, 0 guarded by 1e-6), "
+           "over the perturbations that leave the predicted class unchanged, as log₁₀ (floored at −6): the map's "
+           "relative change per relative change of the input. Quantus drops an image if any perturbation changed "
+           "the class; a test pins that. Shown and meta-evaluated; no verdict line reads it."),
+    Metric("ros", "Relative output stability (log₁₀)", "lower", ROBUSTNESS,
+           "The same with the change of the model's logits ‖h(x) − h(x′)‖ in the denominator (Agarwal et al. "
+           "2022): the map's relative change per change of what the model computes."),
     Metric("sparseness", "Sparseness (Gini)", "", ROBUSTNESS,
            "The Gini index of |map| (Chalasani et al. 2020): 0 when every pixel carries the same attribution, "
            "towards 1 when a few carry it all. Descriptive: neither end is better."),

@@ -39,7 +39,7 @@ from mnist_xai.quality.randomisation import (
     rank_similarity,
     smooth_maps,
 )
-from mnist_xai.quality.robustness import max_sensitivity
+from mnist_xai.quality.robustness import stability
 from mnist_xai.quality.stats import constant_maps, rounded
 
 EXAMPLES = 4  # images whose maps the report shows
@@ -240,9 +240,9 @@ def score_method(models: Models, method: str, params: dict, x: torch.Tensor, tar
     cascade = combined(cascades)
 
     started = time.perf_counter()
-    values["max_sensitivity"] = max_sensitivity(models.trained, method, params, x[:m], targets[:m], maps[:m],
-                                                n_perturbations=s.sensitivity_samples, radius=s.sensitivity_radius,
-                                                seed=s.seed)
+    stable = stability(models.trained, method, params, x[:m], targets[:m], maps[:m],
+                       n_perturbations=s.sensitivity_samples, radius=s.sensitivity_radius, seed=s.seed)
+    values["max_sensitivity"], values["ris"], values["ros"] = stable["max_sensitivity"], stable["ris"], stable["ros"]
     values["sparseness"] = gini_sparseness(maps[:n])
     timed("robustness", started)
 
