@@ -111,8 +111,8 @@ SMALL_PARAMS = {
     "train": {"n_images": 6000, "epochs": 1},
     "explain": {"n_images": 24},
     "quality": {"replicates": 3, "n_images": 20, "n_randomisation": 8, "n_smooth": 3, "smooth_samples": 4,
-                "n_sensitivity": 8, "n_random_logit": 8, "sensitivity_samples": 5, "random_label_images": 500,
-                "random_label_epochs": 30,
+                "n_sensitivity": 8, "n_random_logit": 8, "n_road": 8, "n_infidelity": 8, "sensitivity_samples": 5,
+                "random_label_images": 500, "random_label_epochs": 30,
                 "bootstrap_resamples": 500},
     "decoy": {"n_images": 6000, "epochs": 3, "n_pool": 60, "n_ground_truth": 16, "n_ground_truth_grey": 16},
 }

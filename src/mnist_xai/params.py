@@ -51,7 +51,8 @@ SECTIONS: dict[str, dict[str, Param]] = {
                             "decoy twins, the ground-truth images, the permuted-label networks, the randomised "
                             "networks and their images): every interval covers them, and each verdict is also "
                             "decided per replicate, for its support", positive=True, maximum=20),
-        "n_images": Param(200, "explained images scored for deletion/insertion and sparseness", positive=True),
+        "n_images": Param(200, "explained images scored for deletion/insertion, faithfulness correlation, the "
+                          "completeness gap and sparseness", positive=True),
         "n_randomisation": Param(24, "images per replicate for the randomisation checks (original MPRT, Efficient "
                                  "MPRT, data randomisation), each replicate its own", positive=True),
         "n_smooth": Param(6, "of those, images per replicate for Smooth MPRT (each costs smooth_samples maps on two "
@@ -61,7 +62,8 @@ SECTIONS: dict[str, dict[str, Param]] = {
         "smooth_noise": Param(0.1, "Smooth MPRT noise std as a fraction of the image's range (Quantus' default)",
                               positive=True),
         "entropy_bins": Param(100, "histogram bins of Efficient MPRT (Quantus' default)", minimum=2),
-        "n_sensitivity": Param(24, "images for max-sensitivity", positive=True),
+        "n_sensitivity": Param(24, "images for max-sensitivity and the relative input and output stability",
+                               positive=True),
         "n_random_logit": Param(48, "images for Random Logit (each explained once more, for another class)",
                                 positive=True),
         "deletion_step": Param(28, "pixels removed or inserted per step of the deletion/insertion curves",
@@ -70,6 +72,15 @@ SECTIONS: dict[str, dict[str, Param]] = {
                                    "default)", positive=True, minimum=2),
         "faithfulness_subset": Param(28, "pixels per subset, set to black (Quantus' 224 is for 224 x 224 images; "
                                      "here 28 of 784, 3.6 %)", positive=True, maximum=784),
+        "n_road": Param(48, "images for ROAD (each image's pixels removed at road_steps shares, most and least "
+                        "relevant first: 2 x road_steps forward passes and imputations)", positive=True),
+        "road_steps": Param(9, "ROAD: shares of the image removed, evenly spaced (9: 10, 20, ..., 90 %; Quantus' "
+                            "default is 50: 1, 3, ..., 99 %)", positive=True, maximum=99),
+        "road_noise": Param(0.01, "ROAD: std of the Gaussian noise added to the imputed pixels, in normalised input "
+                            "units (Quantus' default)", minimum=0),
+        "n_infidelity": Param(64, "images for infidelity", positive=True),
+        "infidelity_samples": Param(32, "random 4 x 4 squares removed, one at a time, per infidelity image (Captum's "
+                                    "default is 10)", positive=True, minimum=2),
         "insertion_start": Param("blur", "the image pixels are inserted into", choices=("blur", "black")),
         "blur_sigma": Param(5.0, "std in pixels of the blurred insertion start", positive=True),
         "sensitivity_samples": Param(8, "perturbations per image for max-sensitivity", positive=True),

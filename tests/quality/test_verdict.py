@@ -206,6 +206,7 @@ def synthetic(n: int = 120, seed: int = 0, **quality) -> dict:
             row[f"{prefix}gt_reliance"] = row[f"{prefix}gt_pointing"] - row[f"{prefix}fam_pointing"]
             row[f"{prefix}gt_mass"] = np.clip(0.5 * decoy_hits + rng.normal(0, 0.02, n), 0, 1)
             row[f"{prefix}gt_rank"] = row[f"{prefix}gt_mass"]
+            row[f"{prefix}gt_auc"] = np.where(decoy_hits, 0.95, 0.5)
             alarm = {"edge": 0.08, "brightness": 0.05, "random": 0.02}.get(method, 0.005)
             row[f"{prefix}fam_mass"] = np.clip(alarm + rng.normal(0, 0.003, n), 0, 1)
         level = 0.0 if method == "random" else 0.5 if free else q
@@ -218,7 +219,13 @@ def synthetic(n: int = 120, seed: int = 0, **quality) -> dict:
         row["emprt_rise"] = np.zeros(n) if free else (0.0 if method == "random" else 0.12 * q) + rng.normal(0, .02, n)
         row["max_sensitivity"] = 1 - level + rng.normal(0, 0.05, n)
         row["sparseness"] = rng.random(n)
+        row["ris"] = np.full(n, 3.0 - level)
+        row["ros"] = np.full(n, 2.0 - level)
         row["faithfulness_correlation"] = np.clip(level + class_blind.normal(0, 0.05, n), -1, 1)
+        row["completeness_gap"] = np.full(n, 1.0 - 0.9 * level)
+        row["road_morf"] = np.full(n, 0.9 - 0.5 * level)
+        row["road_lerf"] = np.full(n, 0.5 + 0.4 * level)
+        row["infidelity"] = np.full(n, 2.0 - 1.5 * level)
         row["random_logit"] = np.ones(n) if method in ("random", "edge", "brightness") else np.clip(
             1 - 0.5 * level + class_blind.normal(0, 0.05, n), -1, 1)
         values[method] = row

@@ -5,6 +5,9 @@
   unless abs=True); for a non-negative map the two agree.
 - relevance rank accuracy (Arras et al. 2022): the share of the k largest values, k = the mask's area, that
   fall inside the mask. Equal values are taken in a seeded random order (Quantus: whatever argsort gives).
+- localisation AUC (Fawcett 2006; Quantus' AUC): the area under the ROC curve of the map as a score for "this
+  pixel is in the mask", i.e. the chance that a random mask pixel outranks a random pixel outside it, ties counted
+  half (the Mann-Whitney statistic): 0.5 for a map with no information, a constant map included.
 - pointing game (Zhang et al. 2018): whether the largest value lies inside the mask, or within a tolerance of it
   (theirs: 15 px at 224 px, 2 px here). A tie for the largest is broken by the same seeded order, so a constant
   map scores chance (Quantus counts a hit if any tied pixel is inside, so a constant map always hits).
@@ -33,6 +36,19 @@ def relevance_rank_accuracy(maps: np.ndarray, masks: np.ndarray, seed: int) -> n
     ranked = np.take_along_axis(flat_masks, order, axis=1)
     hits = np.array([row[:size].sum() for row, size in zip(ranked, k, strict=True)], dtype=np.float64)
     return np.divide(hits, k, out=np.zeros(len(k)), where=k > 0)
+
+
+def localisation_auc(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Per image, the ROC AUC of the raw map against the mask (Fawcett 2006), from average ranks: (sum of the mask
+    pixels' ranks - k(k+1)/2) / (k (n - k)), k the mask's pixels. NaN where the mask is empty or the whole image."""
+    from mnist_xai.quality.stats import average_ranks
+
+    flat_masks = masks.reshape(len(masks), -1).astype(bool)
+    ranks = average_ranks(np.asarray(maps, dtype=np.float64).reshape(len(maps), -1))
+    k = flat_masks.sum(axis=1).astype(np.float64)
+    pairs = k * (flat_masks.shape[1] - k)
+    wins = (ranks * flat_masks).sum(axis=1) - k * (k + 1) / 2
+    return np.divide(wins, pairs, out=np.full(len(k), np.nan), where=pairs > 0)
 
 
 POINTING_TOLERANCE = 2

@@ -56,7 +56,14 @@ def _ground_truth_metrics(cue: str) -> tuple[Metric, ...]:
                "image (16/784 = 0.020)."),
         Metric(f"{p}gt_rank", f"Relevance rank accuracy{tag}", "higher", GROUND_TRUTH,
                "Same images, decoy model: the share of the 16 largest attributions (the patch's area) that lie "
-               "inside the patch (Arras et al. 2022); ties in a seeded random order."),
+               "inside the patch (Arras et al. 2022); ties in a seeded random order. With k = 16, the patch's area, "
+               "it is also Top-K intersection (Theiner et al. 2021; Quantus' TopKIntersection, k = 16): a test "
+               "shows the two equal, so it is not listed twice."),
+        Metric(f"{p}gt_auc", f"Localisation AUC{tag}", "higher", GROUND_TRUTH,
+               "Same images, decoy model: the area under the ROC curve of the map read as a detector of the patch's "
+               "pixels (Fawcett 2006; Quantus' AUC): the chance that a random patch pixel has a larger attribution "
+               "than a random pixel outside it, ties counted half. Chance, a map with no information (a constant "
+               "one included), is 0.5. It reads the whole ranking, where rank accuracy reads the top 16 only."),
         Metric(f"{p}fam_pointing", f"False alarm, pointing{tag}", "lower", GROUND_TRUTH,
                "The no-reliance twin explaining the same images: the share whose largest attribution lies within "
                "2 pixels of a cue that model does not use.", kind="proportion"),
@@ -80,6 +87,29 @@ METRICS: tuple[Metric, ...] = (
            "Bhatt et al. 2020, as Quantus 0.6 computes it: per image, 100 random subsets of 28 pixels are set to "
            "black; the Pearson correlation, over the subsets, between the attribution summed over the subset and "
            "the drop of the explained logit. Shown and meta-evaluated; no verdict line reads it."),
+    Metric("road_morf", "ROAD, most relevant first", "lower", FAITHFULNESS,
+           "Remove and Debias (Rong et al. 2022, as Quantus 0.6): at 10, 20, ..., 90 % of the pixels, the most "
+           "relevant ones (ties in a seeded random order) are replaced by the weighted mean of their neighbours "
+           "(noisy linear imputation: one linear system, plus Gaussian noise of std 0.01) instead of black, so a "
+           "removal leaves no shape the model can read; the share of those steps at which the model still predicts "
+           "the explained class. Low: removing what the map calls relevant changes the decision. Shown and "
+           "meta-evaluated; no verdict line reads it."),
+    Metric("road_lerf", "ROAD, least relevant first", "higher", FAITHFULNESS,
+           "The same, removing the least relevant pixels first: high when what the map calls irrelevant is."),
+    Metric("infidelity", "Infidelity", "lower", FAITHFULNESS,
+           "Yeh et al. 2019, with their square removal, as Captum computes it (normalize=True): per image, 32 "
+           "squares of 4×4 pixels at random positions set to black one at a time; the mean squared difference "
+           "between the attribution summed over the square, times the scale β that fits the map best, and the drop "
+           "of the explained logit (logit²). Quantus' Infidelity blackens the 4×4 grid cumulatively in a fixed "
+           "order and multiplies the map by the change of the input instead; a test pins its formula. Shown and "
+           "meta-evaluated; no verdict line reads it."),
+    Metric("completeness_gap", "Completeness gap", "lower", FAITHFULNESS,
+           "Completeness (Sundararajan et al. 2017; Quantus' Completeness asks it as yes or no, sum == change "
+           "exactly, which no float map passes): |sum of the map − (f(x) − f(black))| / |f(x) − f(black)|, f the "
+           "explained logit, black the all-black image. 0 for a map that adds up to the output's change from the "
+           "baseline, as Integrated Gradients, DeepLIFT and the Shapley methods promise; for a map on another "
+           "scale (a gradient, a CAM, a control) it measures the scale, not the ranking. Shown and "
+           "meta-evaluated; no verdict line reads it."),
     Metric("mprt_rho", "MPRT ρ, all pixels", "lower", SANITY,
            "Model-parameter randomisation (Adebayo et al. 2018): Spearman ρ of |map| between the trained model "
            "and the model with every parameter layer re-initialised from the top down, over all pixels, as Quantus "
@@ -114,6 +144,15 @@ METRICS: tuple[Metric, ...] = (
     Metric("max_sensitivity", "Max-sensitivity", "lower", ROBUSTNESS,
            "Yeh et al. 2019, as Quantus: the largest relative change ‖m(x + δ) − m(x)‖ / ‖m(x)‖ under uniform noise "
            "|δ| ≤ a fraction of the image's range, m the map divided by its largest |value|."),
+    Metric("ris", "Relative input stability (log₁₀)", "lower", ROBUSTNESS,
+           "Agarwal et al. 2022, as Quantus 0.6 computes it on the raw map, from max-sensitivity's perturbations: "
+           "the largest ‖(m(x) − m(x′)) / m(x)‖ / ‖(x − x′) / x‖ (element-wise relative changes, 0 guarded by 1e-6), "
+           "over the perturbations that leave the predicted class unchanged, as log₁₀ (floored at −6): the map's "
+           "relative change per relative change of the input. Quantus drops an image if any perturbation changed "
+           "the class; a test pins that. Shown and meta-evaluated; no verdict line reads it."),
+    Metric("ros", "Relative output stability (log₁₀)", "lower", ROBUSTNESS,
+           "The same with the change of the model's logits ‖h(x) − h(x′)‖ in the denominator (Agarwal et al. "
+           "2022): the map's relative change per change of what the model computes."),
     Metric("sparseness", "Sparseness (Gini)", "", ROBUSTNESS,
            "The Gini index of |map| (Chalasani et al. 2020): 0 when every pixel carries the same attribution, "
            "towards 1 when a few carry it all. Descriptive: neither end is better."),

@@ -11,9 +11,18 @@ import torch
 from torch import nn
 
 from mnist_xai.quality.complexity import gini_sparseness
-from mnist_xai.quality.faithfulness import Curves, deletion_insertion, faithfulness_correlation
+from mnist_xai.quality.faithfulness import (
+    Curves,
+    completeness_gap,
+    deletion_insertion,
+    faithfulness_correlation,
+    infidelity,
+    road,
+    road_percentages,
+)
 from mnist_xai.quality.localisation import (
     POINTING_TOLERANCE,
+    localisation_auc,
     pointing_distance,
     relevance_mass_accuracy,
     relevance_rank_accuracy,
@@ -30,7 +39,7 @@ from mnist_xai.quality.randomisation import (
     rank_similarity,
     smooth_maps,
 )
-from mnist_xai.quality.robustness import max_sensitivity
+from mnist_xai.quality.robustness import stability
 from mnist_xai.quality.stats import constant_maps, rounded
 
 EXAMPLES = 4  # images whose maps the report shows
@@ -39,7 +48,7 @@ METRIC_KEYS = tuple(metric.key for metric in METRICS)
 
 @dataclass(frozen=True)
 class QualitySettings:
-    n_images: int  # explained images for deletion/insertion and sparseness
+    n_images: int  # explained images for deletion/insertion, faithfulness correlation, completeness, sparseness
     n_randomisation: int  # images per replicate for MPRT, Efficient MPRT and data randomisation
     n_smooth: int  # images per replicate for Smooth MPRT
     smooth_samples: int  # noisy copies averaged per Smooth MPRT map
@@ -52,6 +61,11 @@ class QualitySettings:
     deletion_step: int
     faithfulness_runs: int  # random pixel subsets per image for faithfulness correlation
     faithfulness_subset: int  # pixels per subset
+    n_road: int  # images for ROAD (MoRF and LeRF)
+    n_infidelity: int  # images for infidelity
+    infidelity_samples: int  # random squares removed per image
+    road_steps: int  # shares of the image removed: 10, 20, ..., 90 % for 9
+    road_noise: float  # std of the noise added to the imputed pixels, in normalised input units
     insertion_start: str
     blur_sigma: float
     seed: int
@@ -111,8 +125,8 @@ class MethodScores:
 def score_ground_truth(models: Models, method: str, params: dict, sets: dict[str, list[CueSet]], seed: int
                        ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Per cue type and replicate, the decoy twin's and the no-reliance twin's maps of the same cued images, scored
-    against the cue: pointing (the distance, and hits within the tolerance and exactly), mass and rank, each image
-    with its replicate; and the first replicate's first maps."""
+    against the cue: pointing (the distance, and hits within the tolerance and exactly), mass, rank and ROC AUC,
+    each image with its replicate; and the first replicate's first maps."""
     from mnist_xai.attribution import attribute
 
     values: dict[str, list[np.ndarray]] = {}
@@ -130,6 +144,7 @@ def score_ground_truth(models: Models, method: str, params: dict, sets: dict[str
             one[f"{p}gt_reliance"] = one[f"{p}gt_pointing"] - one[f"{p}fam_pointing"]
             one[f"{p}gt_mass"] = relevance_mass_accuracy(decoy_maps, g.masks)
             one[f"{p}gt_rank"] = relevance_rank_accuracy(decoy_maps, g.masks, seed)
+            one[f"{p}gt_auc"] = localisation_auc(decoy_maps, g.masks)
             one[f"{p}fam_mass"] = relevance_mass_accuracy(twin_maps, g.masks)
             for key in [k for k in one if not k.endswith("_distance")]:
                 one[replicate_key(key)] = np.full(len(g.masks), r, dtype=np.int16)
@@ -166,6 +181,24 @@ def score_method(models: Models, method: str, params: dict, x: torch.Tensor, tar
         models.trained, x[:n], maps[:n], targets[:n].cpu().numpy(), runs=s.faithfulness_runs,
         subset=s.faithfulness_subset, seed=s.seed)
     timed("faithfulness", started)
+
+    started = time.perf_counter()
+    values["completeness_gap"] = completeness_gap(models.trained, x[:n], maps[:n], targets[:n].cpu().numpy())
+    timed("completeness", started)
+
+    started = time.perf_counter()
+    k = min(len(x), s.n_road)
+    for key, first in (("road_morf", True), ("road_lerf", False)):
+        values[key] = road(models.trained, x[:k], maps[:k], targets[:k].cpu().numpy(),
+                           percentages=road_percentages(s.road_steps), noise=s.road_noise, seed=s.seed,
+                           most_relevant_first=first).mean(axis=1)
+    timed("road", started)
+
+    started = time.perf_counter()
+    k = min(len(x), s.n_infidelity)
+    values["infidelity"] = infidelity(models.trained, x[:k], maps[:k], targets[:k].cpu().numpy(),
+                                      samples=s.infidelity_samples, seed=s.seed)
+    timed("infidelity", started)
 
     # the randomisation checks, per replicate: its own randomised networks, permuted-label pair and images
     parts: dict[str, list[np.ndarray]] = {}
@@ -207,9 +240,9 @@ def score_method(models: Models, method: str, params: dict, x: torch.Tensor, tar
     cascade = combined(cascades)
 
     started = time.perf_counter()
-    values["max_sensitivity"] = max_sensitivity(models.trained, method, params, x[:m], targets[:m], maps[:m],
-                                                n_perturbations=s.sensitivity_samples, radius=s.sensitivity_radius,
-                                                seed=s.seed)
+    stable = stability(models.trained, method, params, x[:m], targets[:m], maps[:m],
+                       n_perturbations=s.sensitivity_samples, radius=s.sensitivity_radius, seed=s.seed)
+    values["max_sensitivity"], values["ris"], values["ros"] = stable["max_sensitivity"], stable["ris"], stable["ros"]
     values["sparseness"] = gini_sparseness(maps[:n])
     timed("robustness", started)
 
