@@ -171,6 +171,13 @@ def test_trust_needs_a_validated_ground_truth_and_a_validated_model_sensitivity_
     only_one = {**everything, **{check: UNCLEAR for check in sensitivity[1:]}}
     assert decide(only_one, valid, False)[0] == "trust"
     assert decide(everything, valid, True)[0] == "do not trust"
+    assert decide(everything, valid, False, class_blind=True)[0] == "use with care"
+
+
+def test_class_blind_maps_are_never_trusted_and_never_lifted():
+    for outcomes, validated, degenerate in states(4000, seed=3):
+        sighted, blind = (decide(outcomes, validated, degenerate, class_blind)[0] for class_blind in (False, True))
+        assert worse_or_equal(blind, sighted) and blind != "trust"
 
 
 # --- the rule on scores, with the controls ------------------------------------------------------------------
@@ -246,6 +253,15 @@ def test_the_controls_get_their_known_answers_and_the_methods_follow_the_evidenc
     assert verdicts["unsure"].verdict == "too weak to call"
     assert [v.method for v in j.verdicts()][:2] == ["finds", "also_finds"]
     assert all(t.validated for t in j.thresholds.values()), {k: t.margin for k, t in j.thresholds.items()}
+
+
+def test_a_method_whose_map_ignores_the_class_is_used_with_care_not_trusted():
+    """EigenCAM's case: it finds the cue, follows the model, but its map is the same for every class."""
+    values = synthetic(finds=0.97, blind=0.97)
+    values["blind"]["random_logit"] = np.ones_like(values["blind"]["random_logit"])
+    verdicts = {v.method: v for v in judge(values).verdicts()}
+    assert verdicts["finds"].verdict == "trust"
+    assert verdicts["blind"].verdict == "use with care" and "whatever class" in verdicts["blind"].reason
 
 
 def test_each_line_lies_halfway_between_the_oracle_and_the_nearest_model_free_control():

@@ -25,9 +25,12 @@ The lines, and what each may do to a verdict:
 
 The rule (decide()), monotone by construction: "do not trust" when the maps are degenerate or a hard line fails;
 "too weak to call" when the ground truth does not pass a validated line (an inconclusive ground truth never yields
-more); "trust" when, besides, at least one validated model-sensitivity line passes and no line fails; otherwise
-"use with care". A failing line counts whether or not it is validated, and a validated pass is needed for trust, so
-neither a failed validation nor noisier evidence can upgrade a verdict. Properties tested in tests/quality.
+more); "trust" when, besides, at least one validated model-sensitivity line passes, no line fails and the maps are
+not class-blind; otherwise "use with care". Class-blind, like degenerate, is a fact about the maps rather than a
+calibrated line: on most images the map for another class is the same map (Random Logit SSIM 1), so it cannot say
+why this class (EigenCAM, and every model-free control). A failing line counts whether or not it is validated, and
+a validated pass is needed for trust, so neither a failed validation nor noisier evidence can upgrade a verdict.
+Properties tested in tests/quality.
 
 Replicates (replicates.py): the lines are decided on intervals over every replicate and its images. The verdict is
 then decided again R times, each time without one replicate; it is reported with its support k/R when a strict
@@ -74,6 +77,7 @@ NEIGHBOUR_STEP = 0.1  # threshold sensitivity: each line moved by this share of 
 DEGENERATE_NEIGHBOURS = (0.3, 0.7)
 TOLERANCE_NEIGHBOURS = (0, 1)  # the pointing game also scored exactly and within 1 pixel
 MODEL_FREE = ("random", "edge", "brightness")
+CLASS_BLIND_SSIM = 0.9999  # Random Logit at or above it: the map for another class is the same map
 
 
 @dataclass(frozen=True)
@@ -111,10 +115,11 @@ HARD_REASONS = {"ground truth": "it misses the planted cue the model provably us
                 "faithfulness": "its maps are less faithful to the model than halfway from the oracle to noise"}
 
 
-def decide(outcomes: dict[str, str], validated: dict[str, bool], degenerate: bool) -> tuple[str, str]:
+def decide(outcomes: dict[str, str], validated: dict[str, bool], degenerate: bool, class_blind: bool = False
+           ) -> tuple[str, str]:
     """The verdict and its reason from each line's outcome and whether the line was validated. Monotone: one more
     failing line, or one validation fewer, never improves it; an inconclusive ground truth never gives more than
-    "too weak to call"."""
+    "too weak to call"; class-blind maps never more than "use with care"."""
     if degenerate:
         return "do not trust", "degenerate: most of its maps are constant, and a constant map has no ranking to check"
     for check, reason in HARD_REASONS.items():
@@ -129,6 +134,9 @@ def decide(outcomes: dict[str, str], validated: dict[str, bool], degenerate: boo
                                     "this run" + also)
     if failed:
         return "use with care", f"it finds the planted cue, but {_listed(failed)} fail" + "s" * (len(failed) == 1)
+    if class_blind:
+        return "use with care", ("it finds the planted cue, but its map is the same whatever class is explained "
+                                 "(Random Logit): it shows what the model responds to, not why this class")
     support = [check for check in SENSITIVITY if outcomes.get(check) == PASS and validated.get(check)]
     if not support:
         return "use with care", "it finds the planted cue, but no validated check shows that its maps follow the model"
@@ -266,6 +274,12 @@ def stable(support: int, replicates: int) -> bool:
     return replicates <= 1 or 2 * support > replicates
 
 
+def class_blind_share(values: dict[str, np.ndarray]) -> float:
+    """The share of images whose map for another class is the same map (no Random Logit scores: 0)."""
+    ssim = np.asarray(values.get("random_logit", []), dtype=np.float64)
+    return float(np.mean(ssim >= CLASS_BLIND_SSIM)) if ssim.size else 0.0
+
+
 class Judge:
     """Verdicts for every method, the controls included, from their per-image metric values ({method: {key:
     values}}, with the pointing distances)."""
@@ -358,7 +372,8 @@ class Judge:
         for line in LINES:
             outcome, valid, _ = self.line_outcome(method, line, thresholds, values, moved)
             outcomes[line.check], validated[line.check] = outcome, valid
-        return decide(outcomes, validated, self.constant_share[method] >= degenerate_share)
+        return decide(outcomes, validated, self.constant_share[method] >= degenerate_share,
+                      class_blind_share((values or self.values)[method]) >= DEGENERATE_SHARE)
 
     def verdict(self, method: str) -> Verdict:
         verdict, reason = self._decide(method, self.thresholds)
