@@ -4,7 +4,7 @@ The features are superpixels: SLIC (Achanta et al. 2012, scikit-image) of the pi
 A pixel equal to the baseline cannot be removed, so it is no feature and gets 0, as SHAP's KernelExplainer gives 0
 to a feature that does not vary. With the black baseline on MNIST that leaves the background out; the strokes (and a
 planted cue) are cut by their content. A regular grid would not do: the decoy cue sits on a 4-pixel grid, and SLIC's
-own grid start on a blank 28 x 28 background is that grid at n_segments = 49.
+own grid start on a blank 28 x 28 background is that grid at n_segments = 50 (its corner segment is the cue's 4 x 4).
 
 A coalition keeps the pixels of its features and sets the rest to the baseline; the explained score of every
 coalition is one forward pass. Each feature's value is written on all of its pixels (Captum's convention).
