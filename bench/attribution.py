@@ -5,17 +5,24 @@
     python bench/attribution.py --device cuda      # on a GPU machine
 
 Same model (models/model.pt if it exists, else a model trained here for one epoch and kept in
-bench/results/) and the same 512 stratified test images for everyone. Each (method, implementation,
-configuration) runs in its own subprocess with torch threads = 2 (CPU): one warm-up on 64 images,
-then the median of `--repeats` timed runs on all images (more, up to 50, until 2 s are timed);
-`--rounds` such subprocesses, interleaved with the peer's, and the median round counts. The peer is
-tried in several configurations (its own batching knobs, and chunks of images fed by this harness)
-and the fastest is its "best". The practical bound is the number of forward and forward+backward passes a method
-needs per image, divided by the best measured rate of the bare network. Peak RSS added is the
-process's high-water mark minus its RSS before the warm-up.
+bench/results/) and the same 512 stratified test images for everyone, torch threads = 2 (CPU). The peer is tried in
+several configurations (its own batching knobs, and chunks of images fed by this harness) and the fastest is its
+"best".
 
-The "rounds" column is the ratio round by round (ours against the best configuration, run back to back): its spread
-is how far the ratio moves between runs of the bench.
+- **Speed and memory alone**: each (method, implementation, configuration) runs in its own subprocess: one warm-up
+  on 64 images, then the median of `--repeats` timed runs on all images (more, up to 50, until 2 s are timed).
+  Peak RSS added is the process's high-water mark minus its RSS before the warm-up. `--rounds` such subprocesses,
+  interleaved; the median round counts.
+- **The ratio, raced**: separate processes move by 10-30 % from one to the next on a shared machine, so the ratio
+  comes from races instead: one subprocess holds ours and the peer's contending configurations (those within 25 %
+  of the fastest alone), each with its own copy of the model, and runs them in turn, cycle after cycle (at least
+  `--repeats`, more until each has 2 s timed); a race's ratio for a configuration is the median over cycles of its
+  time over ours. Races are added until the geometric mean's 95 % interval over races (Student's t on the log ratios)
+  is within `--precision` (default ±0.05) of it, at least 3 and at most `--max-rounds`; the table prints the
+  interval and the count, so a ratio that did not settle says so.
+
+The practical bound is the number of forward and forward+backward passes a method needs per image, divided by the
+best measured rate of the bare network.
 
 Prints a table and writes bench/results/attribution.json. Not a test: it prints numbers.
 """
@@ -23,8 +30,10 @@ Prints a table and writes bench/results/attribution.json. Not a test: it prints 
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
+import math
 import os
 import resource
 import statistics
@@ -328,9 +337,32 @@ def worker(args) -> None:
     print(json.dumps(result))
 
 
+def race(args) -> None:
+    """Ours and each contending peer configuration in turn, cycle after cycle, in this one process: each cycle's
+    ratio is the peer's time over ours, measured back to back, so the machine's state is the same for both."""
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(2)
+    model, x, targets = _load(Path(args.model), args.n_images, device)
+    contenders = [(_ours, model, {})] + [(_peer, copy.deepcopy(model), config) for config in json.loads(args.config)]
+    for run, own_model, config in contenders:  # warm-up
+        run(args.method, own_model, x[:64], targets[:64],
+            {**config, **({"chunk": min(config["chunk"], 64)} if "chunk" in config else {})})
+    times = [[] for _ in contenders]
+    while len(times[0]) < args.repeats or (min(map(sum, times)) < 2.0 and len(times[0]) < 50):
+        for (run, own_model, config), timed in zip(contenders, times, strict=True):
+            _sync(device)
+            started = time.perf_counter()
+            run(args.method, own_model, x, targets, config)
+            _sync(device)
+            timed.append(time.perf_counter() - started)
+    print(json.dumps({"ratios": [statistics.median(peer / mine for mine, peer in zip(times[0], timed, strict=True))
+                                 for timed in times[1:]], "cycles": len(times[0])}))
+
+
 # ----------------------------------------------------------------------------- driver side
 
-def _spawn(args, kind: str, method: str = "", config: dict | None = None) -> dict:
+def _spawn(args, kind: str, method: str = "", config: dict | list | None = None) -> dict:
     command = [sys.executable, __file__, "--worker", kind, "--method", method, "--config", json.dumps(config or {}),
                "--model", str(args.model), "--n-images", str(args.n_images), "--repeats", str(args.repeats),
                "--device", args.device]
@@ -375,11 +407,39 @@ def _median_round(rounds: list[dict]) -> dict:
     return valid[len(valid) // 2] if valid else rounds[0]
 
 
-def _round_ratios(ours_rounds: list[dict], peer_rounds: list[dict]) -> list[float]:
-    """Ours against the best peer configuration, round by round (the two ran back to back): their spread is how
-    far the reported ratio would move between runs of the bench."""
-    return [mine["images_per_second"] / theirs["images_per_second"]
-            for mine, theirs in zip(ours_rounds, peer_rounds, strict=True) if "error" not in mine | theirs]
+def ratio_interval(ratios: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """The geometric mean of the races' ratios and its Student's t interval on the log scale (infinite below two
+    races)."""
+    logs = [math.log(ratio) for ratio in ratios]
+    middle = statistics.fmean(logs)
+    if len(logs) < 2:
+        return math.exp(middle), 0.0, math.inf
+    from scipy import stats
+
+    reach = stats.t.ppf((1 + confidence) / 2, len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+    return math.exp(middle), math.exp(middle - reach), math.exp(middle + reach)
+
+
+def _settled(ratios: list[float], precision: float) -> bool:
+    middle, low, high = ratio_interval(ratios)
+    return len(ratios) >= 3 and max(middle - low, high - middle) <= precision
+
+
+def _race(args, method: str, contenders: list[dict]) -> tuple[dict, list[float]]:
+    """Races of ours against the contending configurations until the best one's ratio settles: that
+    configuration and its ratio in each race."""
+    per_config: list[list[float]] = [[] for _ in contenders]
+    best = 0
+    while len(per_config[0]) < args.max_rounds:
+        result = _spawn(args, "race", method, contenders)
+        if "error" in result:
+            break
+        for ratios, ratio in zip(per_config, result["ratios"], strict=True):
+            ratios.append(ratio)
+        best = min(range(len(contenders)), key=lambda i: ratio_interval(per_config[i])[0])  # the fastest peer
+        if _settled(per_config[best], args.precision):
+            break
+    return contenders[best], per_config[best]
 
 
 def _bound(passes: dict, rates: dict) -> float | None:
@@ -392,13 +452,15 @@ def driver(args) -> None:
 
     args.model = _ensure_model(args)
     methods = args.methods or list(METHODS)
-    print(f"device {args.device}, {args.n_images} images, median of {args.rounds} rounds of a median of "
-          f"{args.repeats}+ runs, model {args.model}", flush=True)
+    print(f"device {args.device}, {args.n_images} images; alone: median of {args.rounds} round(s) of a median of "
+          f"{args.repeats}+ runs; ratio: races until its 95 % interval is within ±{args.precision} (3 to "
+          f"{args.max_rounds}); model {args.model}", flush=True)
     rates = _spawn(args, "bound")
     print(f"bare network: forward {rates['forward']:.0f} img/s, forward+backward {rates['forward_backward']:.0f} "
           "img/s (best batch size)", flush=True)
     rows = []
-    header = (f"{'method':22} {'ours img/s':>11} {'peer img/s':>11} {'ratio':>6} {'rounds':>11} {'bound':>9} "
+    header = (f"{'method':22} {'ours alone':>11} {'peer alone':>11} {'ratio':>6} {'95% interval':>13} {'n':>3} "
+              f"{'bound':>9} "
               f"{'of bound':>8} "
               f"{'ours MB':>8} {'peer MB':>8}  peer (best configuration)")
     print(header, flush=True)
@@ -413,13 +475,18 @@ def driver(args) -> None:
         peer_runs = [{**_median_round(runs), "config": config}
                      for runs, config in zip(peer_rounds, configs, strict=True)]
         valid = [run for run in peer_runs if "error" not in run]
-        best = max(valid, key=lambda run: run["images_per_second"]) if valid else None
+        fastest = max((run["images_per_second"] for run in valid), default=0)
         bound = _bound(passes(method), rates)
-        row = {"method": method, "ours": ours, "peer": peer_name, "peer_best": best, "peer_runs": peer_runs,
+        row = {"method": method, "ours": ours, "peer": peer_name, "peer_best": None, "peer_runs": peer_runs,
                "bound_images_per_second": bound}
+        if "error" not in ours and valid:  # the configurations that could be the fastest race against ours
+            contenders = [run["config"] for run in valid if run["images_per_second"] >= 0.75 * fastest]
+            config, ratios = _race(args, method, contenders)
+            row["peer_best"] = next(run for run in valid if run["config"] == config)
+            if ratios:
+                middle, low, high = ratio_interval(ratios)
+                row |= {"ratio": middle, "ratio_interval": [low, high], "ratio_races": ratios}
         if "error" not in ours:
-            row["ratio"] = ours["images_per_second"] / best["images_per_second"] if best else None
-            row["ratio_rounds"] = _round_ratios(ours_rounds, peer_rounds[peer_runs.index(best)]) if best else []
             row["fraction_of_bound"] = ours["images_per_second"] / bound if bound else None
         rows.append(row)
         print(_format_row(row), flush=True)
@@ -436,10 +503,11 @@ def _format_row(row) -> str:
         return f"{row['method']:22} error: {ours['error']}"
     def num(value, spec):
         return format(value, spec) if value is not None else "-"
-    ratios = row.get("ratio_rounds") or []
-    spread = f"{min(ratios):.2f}-{max(ratios):.2f}" if ratios else "-"
+    races, interval = row.get("ratio_races") or [], row.get("ratio_interval")
+    spread = f"{interval[0]:.2f}-{interval[1]:.2f}" if interval and math.isfinite(interval[1]) else "-"
     return (f"{row['method']:22} {ours['images_per_second']:11.0f} "
-            f"{num(best and best['images_per_second'], '11.0f')} {num(row.get('ratio'), '6.2f')} {spread:>11} "
+            f"{num(best and best['images_per_second'], '11.0f')} {num(row.get('ratio'), '6.2f')} {spread:>13} "
+            f"{len(races):3d} "
             f"{num(row['bound_images_per_second'], '9.0f')} {num(row.get('fraction_of_bound'), '8.2f')} "
             f"{ours['peak_rss_added_mb']:8.0f} {num(best and best['peak_rss_added_mb'], '8.0f')}  "
             f"{row['peer'] or '(no peer)'} {json.dumps(best['config']) if best else ''}")
@@ -450,8 +518,11 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", help="default: all")
     parser.add_argument("--n-images", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=3, help="separate subprocesses per configuration, "
-                        "interleaved; the median round counts (this 2-core machine's timings wander by 10-20 %%)")
+    parser.add_argument("--rounds", type=int, default=1, help="separate subprocesses per configuration for its "
+                        "speed and memory alone, interleaved; the median round counts")
+    parser.add_argument("--precision", type=float, default=0.05, help="races are added until the ratio's 95 %% "
+                        "interval is within this of it (default 0.05)")
+    parser.add_argument("--max-rounds", type=int, default=10, help="at most this many races (default 10)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--model", default="", help="state_dict to use (default: models/model.pt)")
     parser.add_argument("--out", default=str(RESULTS / "attribution.json"))
@@ -459,7 +530,9 @@ def main() -> None:
     parser.add_argument("--method", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
+    if args.worker == "race":
+        race(args)
+    elif args.worker:
         worker(args)
     else:
         driver(args)
