@@ -2,6 +2,7 @@
 
     python bench/pipeline.py                  # 3 runs of each scenario, HEAD
     python bench/pipeline.py --runs 1 --rev c0fd206
+    python bench/pipeline.py --runs 1 --scenarios full one-method --set quality.n_images=100   # another profile
 
 Scenarios (default params, this machine):
   full        `dvc repro` from scratch, as in a fresh clone (no outputs, no run cache, no MLflow store; the
@@ -152,6 +153,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rev", default="HEAD", help="the revision to clone (committed work only)")
     parser.add_argument("--scenarios", nargs="+", default=["full", "no-op", "one-method", "quality"])
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a param of params.yaml to change in the clone before the scenarios (repeatable), "
+                        "e.g. quality.n_images=100: what a cheaper profile costs")
     parser.add_argument("--keep", action="store_true", help="keep the temporary clone")
     args = parser.parse_args()
 
@@ -159,6 +163,11 @@ def main() -> None:
     repo = workdir / "repo"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
     subprocess.run(["git", "-C", str(repo), "checkout", "-q", args.rev], check=True)
+    for setting in args.set:
+        key, _, value = setting.partition("=")
+        from ruamel.yaml import YAML
+
+        set_param(repo, key.split("."), YAML(typ="safe").load(value))
     log = workdir / "timing.jsonl"
     # PYTHONPATH: the clone's own library, not the one this environment has installed in editable mode (the
     # working tree's), so that --rev measures that revision's code, not its stage scripts on today's library
@@ -168,7 +177,8 @@ def main() -> None:
     env.pop("MNIST_XAI_MIRRORS", None)
     commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
-    print(f"benchmarking {commit} in {repo} ({args.runs} runs per scenario, {os.cpu_count()} CPUs)", flush=True)
+    print(f"benchmarking {commit} in {repo} ({args.runs} runs per scenario, {os.cpu_count()} CPUs)"
+          f"{' with ' + ' '.join(args.set) if args.set else ''}", flush=True)
 
     def from_scratch(_run):
         """As in a fresh clone: no outputs, no DVC cache, no MLflow store (creating one costs about 0.7 s)."""
@@ -191,8 +201,9 @@ def main() -> None:
         summaries[name] = summarise(scenario(name, repo, env, log, args.runs, setups[name]))
         print_scenario(name, summaries[name])
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"pipeline-{commit}.json"
-    out.write_text(json.dumps({"commit": commit, "runs": args.runs, "scenarios": summaries}, indent=2))
+    out = RESULTS / f"pipeline-{commit}{'-set' if args.set else ''}.json"
+    out.write_text(json.dumps({"commit": commit, "runs": args.runs, "set": args.set, "scenarios": summaries},
+                              indent=2))
     print(f"\nwrote {out}")
     if not args.keep:
         subprocess.run(["rm", "-rf", str(workdir)], check=True)
