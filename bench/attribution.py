@@ -14,12 +14,12 @@ several configurations (its own batching knobs, and chunks of images fed by this
   Peak RSS added is the process's high-water mark minus its RSS before the warm-up. `--rounds` such subprocesses,
   interleaved; the median round counts.
 - **The ratio, raced**: separate processes move by 10-30 % from one to the next on a shared machine, so the ratio
-  comes from races instead: one subprocess holds ours and the peer's contending configurations (those within 25 %
+  comes from races instead: one subprocess holds ours and the peer's contending configurations (those within 15 %
   of the fastest alone), each with its own copy of the model, and runs them in turn, cycle after cycle (at least
-  `--repeats`, more until each has 2 s timed); a race's ratio for a configuration is the median over cycles of its
-  time over ours. Races are added until the geometric mean's 95 % interval over races (Student's t on the log ratios)
-  is within `--precision` (default ±0.05) of it, at least 3 and at most `--max-rounds`; the table prints the
-  interval and the count, so a ratio that did not settle says so.
+  `--repeats`, more until each has `--race-seconds` timed); a race's ratio for a configuration is the median over
+  cycles of its time over ours. Races are added until the geometric mean's 95 % interval over races (Student's t
+  on the log ratios) is within `--precision` (default ±0.05) of it, at least 3 and at most `--max-rounds`; the
+  table prints the interval and the count, so a ratio that did not settle says so.
 
 The practical bound is the number of forward and forward+backward passes a method needs per image, divided by the
 best measured rate of the bare network.
@@ -349,7 +349,7 @@ def race(args) -> None:
         run(args.method, own_model, x[:64], targets[:64],
             {**config, **({"chunk": min(config["chunk"], 64)} if "chunk" in config else {})})
     times = [[] for _ in contenders]
-    while len(times[0]) < args.repeats or (min(map(sum, times)) < 2.0 and len(times[0]) < 50):
+    while len(times[0]) < args.repeats or (min(map(sum, times)) < args.race_seconds and len(times[0]) < 50):
         for (run, own_model, config), timed in zip(contenders, times, strict=True):
             _sync(device)
             started = time.perf_counter()
@@ -365,7 +365,7 @@ def race(args) -> None:
 def _spawn(args, kind: str, method: str = "", config: dict | list | None = None) -> dict:
     command = [sys.executable, __file__, "--worker", kind, "--method", method, "--config", json.dumps(config or {}),
                "--model", str(args.model), "--n-images", str(args.n_images), "--repeats", str(args.repeats),
-               "--device", args.device]
+               "--race-seconds", str(args.race_seconds), "--device", args.device]
     env = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "MLFLOW_DISABLE_TELEMETRY": "true"}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -480,7 +480,7 @@ def driver(args) -> None:
         row = {"method": method, "ours": ours, "peer": peer_name, "peer_best": None, "peer_runs": peer_runs,
                "bound_images_per_second": bound}
         if "error" not in ours and valid:  # the configurations that could be the fastest race against ours
-            contenders = [run["config"] for run in valid if run["images_per_second"] >= 0.75 * fastest]
+            contenders = [run["config"] for run in valid if run["images_per_second"] >= 0.85 * fastest]
             config, ratios = _race(args, method, contenders)
             row["peer_best"] = next(run for run in valid if run["config"] == config)
             if ratios:
@@ -522,7 +522,9 @@ def main() -> None:
                         "speed and memory alone, interleaved; the median round counts")
     parser.add_argument("--precision", type=float, default=0.05, help="races are added until the ratio's 95 %% "
                         "interval is within this of it (default 0.05)")
-    parser.add_argument("--max-rounds", type=int, default=10, help="at most this many races (default 10)")
+    parser.add_argument("--max-rounds", type=int, default=6, help="at most this many races (default 6)")
+    parser.add_argument("--race-seconds", type=float, default=1.0, help="cycles of a race go on until each "
+                        "contender has this many seconds timed (at least --repeats cycles; default 1)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--model", default="", help="state_dict to use (default: models/model.pt)")
     parser.add_argument("--out", default=str(RESULTS / "attribution.json"))
