@@ -2,7 +2,8 @@
 two worker nodes with one CPU each, a bare git repository as the git remote, a local folder as the DVC remote and
 an `mlflow server` on PostgreSQL as the team's server. One worker node is killed while its cell runs: Ray retries
 that cell on the other node, every cell ends pushed exactly once, the study page lists every cell, and the server
-has no run left RUNNING."""
+has no run left RUNNING. A second grid, with no --address, starts a cluster of its own (the path of a user without
+one), finds both cells on the remote and skips them."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -109,11 +111,20 @@ def test_a_grid_on_ray_survives_a_dead_node_and_pushes_every_cell_once(cluster):
                                  "'FINISHED'")
     assert sorted(run.data.tags["dvc_exp_name"] for run in reports) == ["cell-1", "cell-2"]
     assert any((repo.path.parent / "dvc-remote").rglob("*")), "no output reached the DVC remote"
-    # run again, as after a scheduler's retry: every cell is already on the remote, so nothing runs or is pushed
-    again = subprocess.run([sys.executable, "-m", "mnist_xai.cli", "grid", "--engine", "ray", "--address", address,
-                            "-S", "train.epochs=1,2", "--root", str(repo.path)], cwd=repo.path, env=env,
-                           capture_output=True, text=True, timeout=300)
+    # run again, as after a scheduler's retry: every cell is already on the remote, so nothing runs or is pushed.
+    # This time with no --address, so `grid` starts a cluster of its own (its Ray temp folder another, so that it
+    # does not find the one above): the path a user without a cluster takes
+    local_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    local_env = {key: value for key, value in env.items() if key != "RAY_ADDRESS"} | {"RAY_TMPDIR": local_tmp}
+    try:
+        again = subprocess.run([sys.executable, "-m", "mnist_xai.cli", "grid", "--engine", "ray", "-S",
+                                "train.epochs=1,2", "--root", str(repo.path)], cwd=repo.path, env=local_env,
+                               capture_output=True, text=True, timeout=300)
+        started_here = list(Path(local_tmp).glob("ray/session_*"))
+    finally:
+        shutil.rmtree(local_tmp, ignore_errors=True)
     assert again.returncode == 0, again.stderr[-3000:]
+    assert started_here, "grid without --address joined the running cluster instead of starting its own"
     assert "cell cell-1: skipped" in again.stdout and "cell cell-2: skipped" in again.stdout, again.stdout
     assert len(subprocess.run(["git", "ls-remote", str(remote), "refs/exps/*"], capture_output=True,
                               text=True).stdout.splitlines()) == 2
