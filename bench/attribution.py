@@ -13,7 +13,7 @@ several configurations (its own batching knobs, and chunks of images fed by this
   on 64 images, then the median of `--repeats` timed runs on all images (more, up to 50, until 2 s are timed).
   Peak RSS added is the process's high-water mark minus its RSS before the warm-up. `--rounds` such subprocesses,
   interleaved; the median round counts.
-- **The ratio, raced**: separate processes move by 10-30 % from one to the next on a shared machine, so the ratio
+- **The ratio, raced**: separate processes move by 10-40 % from one to the next on a shared machine, so the ratio
   comes from races instead: one subprocess holds ours and the peer's contending configurations (those within 15 %
   of the fastest alone), each with its own copy of the model, and runs them in turn, cycle after cycle (at least
   `--repeats`, more until each has `--race-seconds` timed); a race's ratio for a configuration is the median over
@@ -307,6 +307,20 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+def _warm_up_config(config: dict) -> dict:
+    """The configuration for the 64-image warm-up: a chunk no larger than the warm-up."""
+    return {**config, "chunk": min(config["chunk"], 64)} if "chunk" in config else config
+
+
+def _timed(device, run, *args):
+    """What one call of run(*args) returns, and the seconds it took, the device synchronised on both sides."""
+    _sync(device)
+    started = time.perf_counter()
+    result = run(*args)
+    _sync(device)
+    return result, time.perf_counter() - started
+
+
 def worker(args) -> None:
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -320,15 +334,11 @@ def worker(args) -> None:
     baseline_rss = _rss_bytes()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    run(args.method, model, x[:64], targets[:64], {**config, **({"chunk": min(config["chunk"], 64)}
-                                                               if "chunk" in config else {})})  # warm-up
+    run(args.method, model, x[:64], targets[:64], _warm_up_config(config))
     times = []
     while len(times) < args.repeats or (sum(times) < 2.0 and len(times) < 50):  # fast methods: more repeats
-        _sync(device)
-        started = time.perf_counter()
-        maps = run(args.method, model, x, targets, config)
-        _sync(device)
-        times.append(time.perf_counter() - started)
+        maps, seconds = _timed(device, run, args.method, model, x, targets, config)
+        times.append(seconds)
     peak_added = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline_rss
     result = {"seconds": statistics.median(times), "times": times, "peak_rss_added_mb": peak_added / 2**20,
               "images_per_second": len(x) / statistics.median(times), "shape": list(maps.shape)}
@@ -345,17 +355,12 @@ def race(args) -> None:
         torch.set_num_threads(2)
     model, x, targets = _load(Path(args.model), args.n_images, device)
     contenders = [(_ours, model, {})] + [(_peer, copy.deepcopy(model), config) for config in json.loads(args.config)]
-    for run, own_model, config in contenders:  # warm-up
-        run(args.method, own_model, x[:64], targets[:64],
-            {**config, **({"chunk": min(config["chunk"], 64)} if "chunk" in config else {})})
+    for run, own_model, config in contenders:
+        run(args.method, own_model, x[:64], targets[:64], _warm_up_config(config))
     times = [[] for _ in contenders]
     while len(times[0]) < args.repeats or (min(map(sum, times)) < args.race_seconds and len(times[0]) < 50):
         for (run, own_model, config), timed in zip(contenders, times, strict=True):
-            _sync(device)
-            started = time.perf_counter()
-            run(args.method, own_model, x, targets, config)
-            _sync(device)
-            timed.append(time.perf_counter() - started)
+            timed.append(_timed(device, run, args.method, own_model, x, targets, config)[1])
     print(json.dumps({"ratios": [statistics.median(peer / mine for mine, peer in zip(times[0], timed, strict=True))
                                  for timed in times[1:]], "cycles": len(times[0])}))
 

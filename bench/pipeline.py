@@ -163,10 +163,10 @@ def main() -> None:
     repo = workdir / "repo"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
     subprocess.run(["git", "-C", str(repo), "checkout", "-q", args.rev], check=True)
-    for setting in args.set:
-        key, _, value = setting.partition("=")
-        from ruamel.yaml import YAML
+    from ruamel.yaml import YAML
 
+    for setting in args.set:  # the value parsed as YAML: 100 is a number, cpu a string
+        key, _, value = setting.partition("=")
         set_param(repo, key.split("."), YAML(typ="safe").load(value))
     log = workdir / "timing.jsonl"
     # PYTHONPATH: the clone's own library, not the one this environment has installed in editable mode (the
