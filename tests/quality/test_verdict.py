@@ -281,12 +281,25 @@ def test_a_line_the_controls_cannot_separate_is_not_validated_and_earns_nothing(
     values = synthetic(a=0.97)
     for key in ("mprt_digit_rho", "smprt_rho", "data_rho"):
         values["oracle"][key] = np.ones(120)
-    values["oracle"]["emprt_rise"] = np.zeros(120)
     j = judge(values)
-    assert not any(j.thresholds[key].validated for key in ("mprt_digit_rho", "smprt_rho", "data_rho", "emprt_rise"))
+    assert not any(j.thresholds[key].validated for key in ("mprt_digit_rho", "smprt_rho", "data_rho"))
     verdict = j.verdict("a")
     assert verdict.verdict == "use with care" and "no validated check" in verdict.reason
     assert j.verdict("oracle").verdict == "use with care"  # the rule cannot trust even the oracle here
+
+
+def test_efficient_mprt_is_shown_but_decides_nothing():
+    """Efficient MPRT is no line (its controls validated it in 3 of 5 seeds of the stability study): a method whose
+    entropy falls when the model is destroyed, or an oracle whose entropy does not rise, keeps its verdict, and the
+    statistic is still scored and meta-evaluated."""
+    values = synthetic(a=0.97, b=0.5, c=0.8, d=0.3)  # four methods: enough for the meta-evaluation
+    before = {m: judge(values).verdict(m).verdict for m in values}
+    values["a"]["emprt_rise"] = np.full(120, -0.5)
+    values["oracle"]["emprt_rise"] = np.zeros(120)
+    j = judge(values)
+    assert {m: j.verdict(m).verdict for m in values} == before and before["a"] == "trust"
+    assert "emprt_rise" not in j.thresholds and all(e.check != "Efficient MPRT" for e in j.evidence("a"))
+    assert "emprt_rise" in {row["key"] for row in j.meta_evaluation(permutations=200)}
 
 
 def test_collapsed_maps_are_left_out_and_make_the_check_unreadable():

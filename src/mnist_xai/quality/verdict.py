@@ -20,8 +20,14 @@ The lines, and what each may do to a verdict:
 - false alarms (caution): mass on the cue of the no-reliance twin, which never uses it. Negatives: edge,
   brightness.
 - faithfulness (hard): deletion and insertion AUC on the trained model. Negative: random.
-- model sensitivity: MPRT, Smooth MPRT, Efficient MPRT and data randomisation (against a matched control). Negatives:
-  edge and brightness, which do not change at all when the model does.
+- model sensitivity: MPRT, Smooth MPRT and data randomisation (against a matched control). Negatives: edge and
+  brightness, which do not change at all when the model does.
+
+Efficient MPRT is scored, shown and meta-evaluated, but no line reads it: over five full default runs (base.seed
+0-4, docs/stability.md) its controls validated its line in only 3, the only line they did not validate in every
+seed, and methods near 0 (the superpixel methods, whose maps stay painted on the same superpixels whatever the
+model; DeepLIFT; Integrated Gradients) passed, failed or split on it from seed to seed: with it, 19 of 31 methods
+reported the same verdict in every seed, without it 25.
 
 The rule (decide()), monotone by construction: "do not trust" when the maps are degenerate or a hard line fails;
 "too weak to call" when the ground truth does not pass a validated line (an inconclusive ground truth never yields
@@ -103,8 +109,6 @@ LINES = (
          "its maps change when every layer of the model is re-initialised"),
     Line("Smooth MPRT", ("smprt_rho",), "sensitivity", ("edge", "brightness"),
          "the same, maps denoised over noisy copies first"),
-    Line("Efficient MPRT", ("emprt_rise",), "sensitivity", ("edge", "brightness"),
-         "its maps grow more disordered when the model is destroyed"),
     Line("data randomisation", ("data_rho",), "sensitivity", ("edge", "brightness"),
          "its maps differ between a network trained on permuted labels and the same training on the true ones"),
 )
