@@ -130,8 +130,8 @@ METRICS: tuple[Metric, ...] = (
            "Efficient MPRT (Hedström et al. 2023): the relative rise (H_random − H_trained) / H_trained of the "
            "entropy of the map's histogram (100 bins) when every layer is randomised. Above 0: the explanation "
            "grows more disordered when the model is destroyed, as it should. Shown and meta-evaluated; no verdict line "
-           "reads it: its controls validated a line in 3 of 5 seeds, and a map that changes into a simpler one fails "
-           "it as a map that does not change at all would."),
+           "reads it: its controls did not validate a line in every seed, and a map that changes into a simpler one "
+           "fails it as a map that does not change at all would."),
     Metric("random_logit", "Random Logit SSIM", "lower", SANITY,
            "Random Logit (Sixt et al. 2020, as Quantus 0.6 draws it): the SSIM between the map of the explained "
            "class and the map of another class drawn at random, each divided by its largest |value|. Near 1: the "

@@ -23,11 +23,9 @@ The lines, and what each may do to a verdict:
 - model sensitivity: MPRT, Smooth MPRT and data randomisation (against a matched control). Negatives: edge and
   brightness, which do not change at all when the model does.
 
-Efficient MPRT is scored, shown and meta-evaluated, but no line reads it: over five full default runs (base.seed
-0-4, docs/stability.md) its controls validated its line in only 3, the only line they did not validate in every
-seed, and methods near 0 (the superpixel methods, whose maps stay painted on the same superpixels whatever the
-model; DeepLIFT; Integrated Gradients) passed, failed or split on it from seed to seed: with it, 19 of 31 methods
-reported the same verdict in every seed, without it 25.
+Efficient MPRT is scored, shown and meta-evaluated, but no line reads it: in the stability study its controls did
+not validate its line in every seed, and methods whose rise sits near 0 passed, failed or split on it from seed to
+seed (docs/stability.md has the figures).
 
 The rule (decide()), monotone by construction: "do not trust" when the maps are degenerate or a hard line fails;
 "too weak to call" when the ground truth does not pass a validated line (an inconclusive ground truth never yields
