@@ -60,13 +60,14 @@ def main() -> None:
         sensitivity_samples=q.sensitivity_samples, sensitivity_radius=q.sensitivity_radius,
         deletion_step=q.deletion_step, faithfulness_runs=q.faithfulness_runs,
         faithfulness_subset=q.faithfulness_subset, insertion_start=q.insertion_start, blur_sigma=q.blur_sigma,
-        seed=p.base.seed, replicates=count,
+        seed=p.base.seed, replicates=count, target=p.explain.target,
         randomisation_seeds=tuple(replicates.seed(p.base.seed, "randomisation", r) for r in range(count)))
     models = Models(trained=load_model(MODEL, device),
                     decoy=[load_model(replicates.decoy_model(r), device) for r in range(count)],
                     no_reliance=[load_model(replicates.no_reliance_model(r), device) for r in range(count)],
                     random_labels=[load_model(replicates.permuted_label_model(r), device) for r in range(count)],
-                    true_labels=[load_model(replicates.true_label_model(r), device) for r in range(count)])
+                    true_labels=[load_model(replicates.true_label_model(r), device) for r in range(count)],
+                    retrained=[load_model(replicates.trained_model(r), device) for r in range(1, count)])
 
     def cue_set(cue: str, r: int) -> CueSet:
         rows = truth[f"{cue}_replicate"] == r

@@ -99,6 +99,7 @@ def _provenance(run, methods) -> list[dict]:
     outputs = [("train", "models/model.pt"), ("evaluate", "metrics/evaluate.json"),
                *[(f"explain@{m}", f"explanations/{m}.npz") for m in methods],
                ("train_random_labels", str(replicates.permuted_label_model(0))),
+               ("train_replicates", "metrics/train_replicates.json"),
                ("train_decoy", str(replicates.decoy_model(0))),
                *[(f"quality@{m}", f"metrics/quality/{m}.json") for m in methods],
                ("verdicts", "metrics/quality.json")]

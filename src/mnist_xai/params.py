@@ -47,10 +47,11 @@ SECTIONS: dict[str, dict[str, Param]] = {
                         choices=("predicted", "label")),
     },
     "quality": {
-        "replicates": Param(3, "independent draws of every random source of the checks but the trained model (the "
-                            "decoy twins, the ground-truth images, the permuted-label networks, the randomised "
-                            "networks and their images): every interval covers them, and each verdict is also "
-                            "decided per replicate, for its support", positive=True, maximum=20),
+        "replicates": Param(3, "independent draws of every random source of the checks (the decoy twins, the "
+                            "ground-truth images, the permuted-label networks, the randomised networks and their "
+                            "images, and for deletion/insertion the trained model itself): every interval covers "
+                            "them, and each verdict is also decided per replicate, for its support",
+                            positive=True, maximum=20),
         "n_images": Param(200, "explained images scored for deletion/insertion, faithfulness correlation, the "
                           "completeness gap and sparseness", positive=True),
         "n_randomisation": Param(24, "images per replicate for the randomisation checks (original MPRT, Efficient "

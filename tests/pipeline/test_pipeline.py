@@ -20,8 +20,9 @@ SEED_METHODS = ["saliency", "smoothgrad", "gradcam", "scorecam"]
 def test_first_repro_runs_every_stage(pipeline):
     ran = ran_stages(pipeline.first_repro.stdout)
     assert ran[0] == "fingerprints" and ran[-1] == "report"
-    assert sorted(ran) == sorted(["fingerprints", "download", "train", "evaluate", "train_random_labels", "train_decoy",
-                                  "verdicts", "report"] + [f"explain@{m}" for m in PIPELINE_METHODS]
+    assert sorted(ran) == sorted(["fingerprints", "download", "train", "evaluate", "train_random_labels",
+                                  "train_replicates", "train_decoy", "verdicts", "report"]
+                                 + [f"explain@{m}" for m in PIPELINE_METHODS]
                                  + [f"quality@{m}" for m in PIPELINE_METHODS])
 
 
@@ -35,6 +36,7 @@ def test_every_output_exists(pipeline):
     expected += [f"metrics/timing/explain/{m}.json" for m in PIPELINE_METHODS]
     expected += [f"models/random_labels/{name}_{r}.pt" for name in ("permuted", "true") for r in range(REPLICATES)]
     expected += [f"models/decoy/{name}_{r}.pt" for name in ("decoy", "no_reliance") for r in range(REPLICATES)]
+    expected += [f"models/replicates/model_{r}.pt" for r in range(1, REPLICATES)] + ["metrics/train_replicates.json"]
     expected += ["ground_truth/decoy.npz",
                  "metrics/decoy.json", "metrics/quality.json", "quality/verdicts.json", "plots/quality/curves.json",
                  "plots/quality/randomisation.json", "plots/quality/agreement.json"]

@@ -2,6 +2,7 @@
 findings they test."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -60,15 +61,18 @@ def test_the_decoy_twin_relies_on_both_cues_and_the_no_reliance_twin_on_neither(
 
 
 def test_every_random_source_of_the_checks_is_drawn_once_per_replicate(pipeline):
-    """Three replicates: their own twins, ground-truth images, permuted-label networks and randomisation images;
-    each metric that depends on them carries its replicate, the trained model's metrics carry none, and every
-    verdict is also reached leaving each replicate out, its support counted."""
+    """Three replicates: their own twins, ground-truth images, permuted-label networks, randomisation images and
+    draws of the trained model; each metric that depends on them carries its replicate (deletion and insertion the
+    model draw's), the metrics measured on the pipeline's model alone carry none, and every verdict is also reached
+    leaving each replicate out, its support counted."""
     from mnist_xai import replicates
 
     count = SMALL_PARAMS["quality"]["replicates"]
     root = pipeline.path
-    weights = [torch.load(root / replicates.decoy_model(r), weights_only=True)["conv1.weight"] for r in range(count)]
-    assert not any(torch.equal(weights[0], w) for w in weights[1:])
+    for path in (replicates.decoy_model, replicates.trained_model):
+        weights = [torch.load(root / path(r), weights_only=True)["conv1.weight"] for r in range(count)]
+        assert not any(torch.equal(weights[0], w) for w in weights[1:])
+    assert replicates.trained_model(0) == Path("models/model.pt")
     for r in range(count):
         assert (root / replicates.no_reliance_model(r)).is_file()
         assert (root / replicates.permuted_label_model(r)).is_file()
@@ -83,7 +87,11 @@ def test_every_random_source_of_the_checks_is_drawn_once_per_replicate(pipeline)
         assert len(scores["gt_pointing"]) == len(scores["gt_pointing_replicate"])
         per_image = SMALL_PARAMS["quality"]["n_randomisation"]
         assert np.bincount(scores["mprt_digit_rho_replicate"]).tolist() == [per_image] * count
-        assert "deletion_auc_replicate" not in scores.files
+        share = SMALL_PARAMS["quality"]["n_images"] // count
+        for key in ("deletion_auc", "insertion_auc"):  # each draw of the trained model scores its own share
+            assert np.bincount(scores[f"{key}_replicate"]).tolist() == [share] * count
+            assert len(scores[key]) == share * count
+        assert "faithfulness_correlation_replicate" not in scores.files
     verdicts = read(pipeline, "quality/verdicts.json")
     assert verdicts["replicates"] == count
     for v in verdicts["verdicts"]:

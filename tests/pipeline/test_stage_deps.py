@@ -54,8 +54,8 @@ def test_every_stage_ran_and_recorded_its_imports(pipeline):
     from tests.conftest import PIPELINE_METHODS
 
     loaded = loaded_modules(pipeline)
-    stages = {"fingerprints", "download", "train", "evaluate", "train_random_labels", "train_decoy", "verdicts",
-              "report"}
+    stages = {"fingerprints", "download", "train", "evaluate", "train_random_labels", "train_replicates", "train_decoy",
+              "verdicts", "report"}
     assert set(loaded) == stages | {f"{kind}@{m}" for kind in ("explain", "quality") for m in PIPELINE_METHODS}
     assert set(loaded) <= set(declared_deps(pipeline))
     assert "src/mnist_xai/quality/verdict.py" in loaded["verdicts"]

@@ -46,7 +46,7 @@ def test_dvc_lock_hashes_match_the_tags(pipeline, runs):
 
 
 def test_one_finished_run_per_stage_with_the_shared_tags(pipeline, runs):
-    stages = ["train", "evaluate", "train_random_labels", "train_decoy", "verdicts", "report"] + [
+    stages = ["train", "evaluate", "train_random_labels", "train_replicates", "train_decoy", "verdicts", "report"] + [
         f"{kind}@{m}" for kind in ("explain", "quality") for m in PIPELINE_METHODS]
     commit = pipeline.git("rev-parse", "HEAD").stdout.strip()
     for stage in stages:
@@ -102,9 +102,9 @@ def test_report_links_the_run_behind_each_file(pipeline, client):
     table = html[html.index('id="provenance-table"'):]
     rows = re.findall(r"<tr><td>([^<]+)</td><td><code>([^<]+)</code></td><td><code>[0-9a-f]+</code></td>"
                       r"<td><code>([0-9a-f]+)</code></td></tr>", table[:table.index("</table>")])
-    assert {stage for stage, _, _ in rows} == {"train", "evaluate", "train_random_labels", "train_decoy",
-                                               "verdicts"} | {f"{kind}@{m}" for kind in ("explain", "quality")
-                                                              for m in PIPELINE_METHODS}
+    stages = {"train", "evaluate", "train_random_labels", "train_replicates", "train_decoy", "verdicts"}
+    assert {stage for stage, _, _ in rows} == stages | {f"{kind}@{m}" for kind in ("explain", "quality")
+                                                        for m in PIPELINE_METHODS}
     for stage, file, run_id in rows:
         run = client.get_run(run_id)
         assert run.data.tags["dvc_stage"] == stage

@@ -16,7 +16,7 @@ from tests.servers import mlflow_server, postgres_cluster
 METHODS = ["saliency", "random", "edge", "brightness", "oracle"]  # the controls are required
 GUARD = Path(__file__).resolve().parents[1] / "network_guard"
 pytestmark = pytest.mark.xdist_group("team")  # one worker builds both runs, which the determinism test compares
-STAGES = ["train", "evaluate", "train_random_labels", "train_decoy", "verdicts", "report"] + [
+STAGES = ["train", "evaluate", "train_random_labels", "train_replicates", "train_decoy", "verdicts", "report"] + [
     f"{kind}@{m}" for kind in ("explain", "quality") for m in METHODS]
 
 

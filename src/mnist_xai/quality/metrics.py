@@ -79,7 +79,9 @@ METRICS: tuple[Metric, ...] = (
     *_ground_truth_metrics("grey"),
     Metric("deletion_auc", "Deletion AUC", "lower", FAITHFULNESS,
            "Pixels ranked by attribution (ties in a seeded random order) are set to black, a fixed number per "
-           "step; the area under the probability of the class predicted on the clean image (Petsiuk et al. 2018)."),
+           "step; the area under the probability of the class predicted on the clean image (Petsiuk et al. 2018). "
+           "Scored on every draw of the trained model (quality.replicates), each on its own share of the images, "
+           "so its interval covers the training's randomness too."),
     Metric("insertion_auc", "Insertion AUC", "higher", FAITHFULNESS,
            "The same order, inserting pixels into a blurred (or black) start image; the area under the "
            "probability (Petsiuk et al. 2018)."),

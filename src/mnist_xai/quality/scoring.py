@@ -70,6 +70,7 @@ class QualitySettings:
     blur_sigma: float
     seed: int
     replicates: int = 1
+    target: str = "predicted"  # explain.target: what the retrained models' maps explain (their prediction or the label)
     randomisation_seeds: tuple[int, ...] = ()  # per replicate: the randomised networks' seed (default: seed)
 
 
@@ -93,6 +94,7 @@ class Models:
     no_reliance: list[nn.Module]  # saw the cue in training, coding a random label: never uses it
     random_labels: list[nn.Module]  # trained on permuted labels
     true_labels: list[nn.Module]  # their matched controls: the same training on the true labels
+    retrained: list[nn.Module] = field(default_factory=list)  # the trained model drawn again (replicates 1, 2, ...)
 
 
 @dataclass
@@ -174,9 +176,9 @@ def score_method(models: Models, method: str, params: dict, x: torch.Tensor, tar
     timed("ground_truth", started)
 
     started = time.perf_counter()
-    curves = deletion_insertion(models.trained, x[:n], maps[:n], predictions[:n], step=s.deletion_step,
-                                insertion_start=s.insertion_start, blur_sigma=s.blur_sigma, seed=s.seed)
-    values["deletion_auc"], values["insertion_auc"] = curves.deletion_auc, curves.insertion_auc
+    curves = faithfulness_curves(models, method, params, x[:n], targets[:n], predictions[:n], maps[:n], s, values)
+    timed("faithfulness", started)
+    started = time.perf_counter()
     values["faithfulness_correlation"] = faithfulness_correlation(
         models.trained, x[:n], maps[:n], targets[:n].cpu().numpy(), runs=s.faithfulness_runs,
         subset=s.faithfulness_subset, seed=s.seed)
@@ -253,6 +255,37 @@ def score_method(models: Models, method: str, params: dict, x: torch.Tensor, tar
     return MethodScores(method=method, values=values, curves=curves, randomisation=cascade,
                         constant_share=float(constant_maps(maps).mean()), ground_truth_examples=examples,
                         seconds=seconds)
+
+
+def faithfulness_curves(models: Models, method: str, params: dict, x: torch.Tensor, targets: torch.Tensor,
+                        predictions: torch.Tensor, maps: np.ndarray, s: QualitySettings,
+                        values: dict[str, np.ndarray]) -> Curves:
+    """Deletion and insertion on every draw of the trained model, each on its own share of the images: the
+    pipeline's model on the first share with its own maps, retrained model r on share r with maps made for it
+    (explaining its own prediction where explain.target is predicted). Adds deletion_auc and insertion_auc to
+    `values`, with their replicate ids when there is more than one draw, and returns every image's curves."""
+    from mnist_xai.attribution import attribute
+
+    draws = [models.trained, *models.retrained]
+    share = len(x) // len(draws)
+    parts = []
+    for r, model in enumerate(draws):
+        rows = slice(r * share, (r + 1) * share) if len(draws) > 1 else slice(None)
+        xr, classes, mr = x[rows], predictions[rows], maps[rows]
+        if r:  # another model: its own prediction, and its own maps of it
+            with torch.no_grad():
+                classes = model(xr).argmax(dim=1)
+            explained = classes if s.target == "predicted" else targets[rows]
+            mr = attribute(method, model, xr, explained, **params).cpu().numpy()
+        parts.append(deletion_insertion(model, xr, mr, classes, step=s.deletion_step,
+                                        insertion_start=s.insertion_start, blur_sigma=s.blur_sigma, seed=s.seed))
+    curves = Curves(fractions=parts[0].fractions, deletion=np.concatenate([c.deletion for c in parts]),
+                    insertion=np.concatenate([c.insertion for c in parts]))
+    values["deletion_auc"], values["insertion_auc"] = curves.deletion_auc, curves.insertion_auc
+    if len(draws) > 1:
+        ids = np.repeat(np.arange(len(draws), dtype=np.int16), [len(c.deletion) for c in parts])
+        values[replicate_key("deletion_auc")] = values[replicate_key("insertion_auc")] = ids
+    return curves
 
 
 def combined(cascades: list[RandomisationCurve]) -> RandomisationCurve:

@@ -19,7 +19,8 @@ The lines, and what each may do to a verdict:
 - ground truth, grey cue (caution): the same on Ross et al.'s grey-level cue.
 - false alarms (caution): mass on the cue of the no-reliance twin, which never uses it. Negatives: edge,
   brightness.
-- faithfulness (hard): deletion and insertion AUC on the trained model. Negative: random.
+- faithfulness (hard): deletion and insertion AUC on the trained model, drawn R times (replicates.py). Negative:
+  random.
 - model sensitivity: MPRT, Smooth MPRT and data randomisation (against a matched control). Negatives: edge and
   brightness, which do not change at all when the model does.
 
@@ -149,7 +150,7 @@ def decide(outcomes: dict[str, str], validated: dict[str, bool], degenerate: boo
 
 def without_replicate(values: dict[str, np.ndarray], replicate: int) -> dict[str, np.ndarray]:
     """A method's per-image values without one replicate's: a replicated metric keeps the other replicates' images
-    and their ids; a metric with one draw (the trained model's) keeps all of its images."""
+    and their ids; a metric with one draw (measured on the pipeline's model alone) keeps all of its images."""
     kept = {}
     for key, array in values.items():
         base = key[:-len("_replicate")] if key.endswith("_replicate") else key
@@ -303,8 +304,9 @@ class Judge:
         self._leave_one_out: list[Judge] | None = None
 
     def replicate_judges(self) -> list[Judge]:
-        """One judge per replicate left out: the evidence of every other replicate (and the trained model's, which
-        every replicate shares), with hierarchical intervals over them, against the lines calibrated on all."""
+        """One judge per replicate left out: the evidence of every other replicate (and what is measured on the
+        pipeline's model alone, which every replicate shares), with hierarchical intervals over them, against the
+        lines calibrated on all."""
         if self._leave_one_out is None:
             self._leave_one_out = [] if self.replicates <= 1 else [
                 Judge({m: without_replicate(v, r) for m, v in self.values.items()},
