@@ -64,6 +64,7 @@ def main() -> None:
             quality_timing={m: read_json(Path("metrics/timing/quality") / f"{m}.json", f"quality@{m}")
                             for m in methods},
             random_label_metrics=read_json("metrics/train_random_labels.json", "train_random_labels"),
+            retrained_metrics=read_json("metrics/train_replicates.json", "train_replicates"),
             provenance={"model_md5": model_md5, "data_md5": data_md5, "tracking_uri": tracking.display_uri(),
                         "experiment": p.tracking.experiment, "report_run_id": run.run_id, "runs": provenance},
             baseline=baseline,

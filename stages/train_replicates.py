@@ -54,10 +54,11 @@ def main() -> None:
         with stage.work():
             drawn = [replicate(r, on_epoch=run.log_epoch if r == 1 else None) for r in range(1, count)]
         folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.glob("*.pt"):  # a smaller quality.replicates leaves no model of the last run behind
-            stale.unlink()
+        saved = {replicates.trained_model(one["replicate"]) for _, one in drawn}
         for model, one in drawn:
             save_model(model, replicates.trained_model(one["replicate"]))
+        for stale in set(folder.glob("*.pt")) - saved:  # a smaller quality.replicates leaves none of the last run's
+            stale.unlink()
         rows = [one for _, one in drawn]
         atomic_write_json(METRICS, {"replicates": rows,
                                     "test_accuracy": [one["test_accuracy"] for one in rows]})

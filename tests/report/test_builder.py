@@ -150,3 +150,11 @@ def test_the_commit_says_what_is_dirty():
                                          "git_dirty_files": "params.yaml"}))
     assert "(changed: params.yaml)" in html
     assert "(changed" not in build_report(make_inputs(git={"git_commit": "abc123", "git_dirty": "false"}))
+
+
+def test_the_faithfulness_section_names_the_draws_of_the_trained_model():
+    """With retrained draws, the report says deletion and insertion were scored on each, with their accuracies;
+    without them (one replicate), it says nothing of the kind."""
+    html = build_report(make_inputs(retrained_metrics={"test_accuracy": [0.9941, 0.9933]}))
+    assert "scored on 3 draws of the trained model" in html and "99.41 %, 99.33 %" in html
+    assert "draws of the trained model" not in build_report(make_inputs())

@@ -56,6 +56,7 @@ class ReportInputs:
     quality_agreement: list[dict] = field(default_factory=list)  # plots/quality/agreement.json
     quality_timing: dict[str, dict] = field(default_factory=dict)  # method -> seconds per part
     random_label_metrics: dict = field(default_factory=dict)
+    retrained_metrics: dict = field(default_factory=dict)  # metrics/train_replicates.json: the model drawn again
     provenance: dict = field(default_factory=dict)  # hashes, tracking URI, the MLflow run behind each file
     baseline: dict | None = None  # {"rev", "evaluate": metrics, "quality": metrics}
 
@@ -165,6 +166,7 @@ def _quality_context(inputs: ReportInputs) -> dict[str, Any]:
         "quality_timing": [{"method": m, "seconds": sum(parts.values()), **parts}
                            for m, parts in inputs.quality_timing.items()],
         "random_label_metrics": inputs.random_label_metrics,
+        "retrained_accuracy": inputs.retrained_metrics.get("test_accuracy", []),
     }
 
 
