@@ -36,7 +36,8 @@ def test_every_output_exists(pipeline):
     expected += [f"metrics/timing/explain/{m}.json" for m in PIPELINE_METHODS]
     expected += [f"models/random_labels/{name}_{r}.pt" for name in ("permuted", "true") for r in range(REPLICATES)]
     expected += [f"models/decoy/{name}_{r}.pt" for name in ("decoy", "no_reliance") for r in range(REPLICATES)]
-    expected += [f"models/replicates/model_{r}.pt" for r in range(1, REPLICATES)] + ["metrics/train_replicates.json"]
+    expected += [f"models/replicates/model_{r}.pt" for r in range(1, REPLICATES)] + ["metrics/train_replicates.json",
+                                                                                   "metrics/timing/train_replicates.json"]
     expected += ["ground_truth/decoy.npz",
                  "metrics/decoy.json", "metrics/quality.json", "quality/verdicts.json", "plots/quality/curves.json",
                  "plots/quality/randomisation.json", "plots/quality/agreement.json"]

@@ -83,7 +83,8 @@ def test_a_full_run_connects_to_nothing_but_loopback(sqlite_server_run):
 
 DETERMINISTIC = ["models/model.pt", "models/random_labels/permuted_0.pt", "models/random_labels/true_0.pt",
                  "models/decoy/no_reliance_0.pt", "metrics/train.json", "metrics/evaluate.json",
-                 "metrics/quality.json", "metrics/train_random_labels.json", "plots/train/history.csv",
+                 "metrics/quality.json", "metrics/train_random_labels.json", "metrics/train_replicates.json",
+                 "plots/train/history.csv",
                  "plots/evaluate/confusion.json", "predictions/misclassified.json", "plots/quality/curves.json",
                  "plots/quality/randomisation.json", "plots/quality/agreement.json", "quality/verdicts.json",
                  "models/decoy/decoy_0.pt", "metrics/decoy.json", "ground_truth/decoy.npz"] + [
