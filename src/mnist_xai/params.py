@@ -47,16 +47,16 @@ SECTIONS: dict[str, dict[str, Param]] = {
                         choices=("predicted", "label")),
     },
     "quality": {
-        "replicates": Param(3, "independent draws of every random source of the checks (the decoy twins, the "
+        "replicates": Param(5, "independent draws of every random source of the checks (the decoy twins, the "
                             "ground-truth images, the permuted-label networks, the randomised networks and their "
                             "images, and for deletion/insertion the trained model itself): every interval covers "
                             "them, and each verdict is also decided per replicate, for its support",
                             positive=True, maximum=20),
         "n_images": Param(200, "explained images scored for deletion/insertion, faithfulness correlation, the "
                           "completeness gap and sparseness", positive=True),
-        "n_randomisation": Param(24, "images per replicate for the randomisation checks (original MPRT, Efficient "
+        "n_randomisation": Param(15, "images per replicate for the randomisation checks (original MPRT, Efficient "
                                  "MPRT, data randomisation), each replicate its own", positive=True),
-        "n_smooth": Param(6, "of those, images per replicate for Smooth MPRT (each costs smooth_samples maps on two "
+        "n_smooth": Param(4, "of those, images per replicate for Smooth MPRT (each costs smooth_samples maps on two "
                           "models)", positive=True),
         "smooth_samples": Param(10, "noisy copies averaged per Smooth MPRT map (the last one clean)", positive=True,
                                 minimum=2),
@@ -102,11 +102,11 @@ SECTIONS: dict[str, dict[str, Param]] = {
         "uninformative_share": Param(0.4, "share of the twins' training images whose label is drawn at random, "
                                      "independent of the digit: only the cue can fit them, so the decoy twin must "
                                      "learn it", minimum=0, maximum=0.9),
-        "n_pool": Param(80, "test images swept per cue type and replicate (every 4x4 window removed in turn) for "
+        "n_pool": Param(50, "test images swept per cue type and replicate (every 4x4 window removed in turn) for "
                         "those on which the cue dominates the decoy model's decision", positive=True),
-        "n_ground_truth": Param(32, "of those, the images with the pattern cue (the verdict's main line) on which "
+        "n_ground_truth": Param(20, "of those, the images with the pattern cue (the verdict's main line) on which "
                                 "each method is scored", positive=True),
-        "n_ground_truth_grey": Param(16, "the same for the grey cue (a caution line)", positive=True),
+        "n_ground_truth_grey": Param(10, "the same for the grey cue (a caution line)", positive=True),
     },
     "report": {
         "n_samples": Param(8, "sample images in the method gallery", positive=True, maximum=100),
