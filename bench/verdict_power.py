@@ -7,7 +7,7 @@ resampling the per-image scores of seeds already run (`mnist-xai stability`'s ex
 
 Every replicate of every seed is one unit (its decoy twins with their ground-truth images; its randomised and
 permuted-label networks with their images; its draw of the trained model with its deletion/insertion images). A
-simulated run draws R distinct units per check and, within each, `scale` x (3 / R) x the stored images per
+simulated run draws R distinct units per check and, within each, `scale` x (stored R / R) x the stored images per
 replicate with replacement (the same images for every method, so that methods and controls stay paired), and is
 decided by the pipeline's own Judge. Five simulated runs make one simulated stability study; it prints how many of
 the issue's 13 methods report the same verdict in all five, over `--trials` studies (about 8 s a study).
@@ -32,6 +32,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from mnist_xai.cli import seed_list  # noqa: E402
+from mnist_xai.stability import EXPECTED  # noqa: E402
+
 ISSUE13 = ("saliency", "smoothgrad", "smoothgrad_sq", "vargrad", "integrated_gradients", "input_x_gradient",
            "guided_backprop", "occlusion", "gradcam", "gradcam_pp", "scorecam", "layercam", "guided_gradcam")
 # each check's keys, by the key whose replicate ids they share; ground truth and its grey cue come from one twin pair
@@ -43,8 +46,6 @@ GROUPS = {
                                                   "data_rho")),
     "smooth": ("smprt_rho", lambda k: k == "smprt_rho"),
 }
-CONTROLS_EXPECTED = {"oracle": "trust", "random": "do not trust", "edge": "do not trust",
-                     "brightness": "do not trust"}
 
 
 def load(repo: str, seeds: list[int], rev: str) -> tuple[dict, dict]:
@@ -81,31 +82,37 @@ def group_of(key: str, sample: dict) -> str | None:
     return None
 
 
-def simulate(scores: dict, constant: dict, replicates: int, scales: dict, rng: np.random.Generator) -> dict:
+def layout(scores: dict) -> tuple[dict, dict]:
+    """Once for all simulations: each stored key's check, and each check's units [(seed, replicate)]."""
+    from mnist_xai.quality.metrics import replicate_key
+
+    seeds = list(scores)
+    first = next(iter(scores[seeds[0]].values()))
+    units = {group: [(s, r) for s in seeds for r in np.unique(next(iter(scores[s].values()))[replicate_key(anchor)])]
+             for group, (anchor, _) in GROUPS.items()}
+    return {key: group_of(key, first) for key in first}, units
+
+
+def simulate(scores: dict, constant: dict, groups: dict, units: dict, replicates: int, scales: dict,
+             rng: np.random.Generator) -> dict:
     """One simulated run's reported verdicts."""
     from mnist_xai.quality.metrics import replicate_key
     from mnist_xai.quality.verdict import Judge
 
     seeds = list(scores)
     methods = list(scores[seeds[0]])
-    sample = scores[seeds[0]][methods[0]]
     base_seed = seeds[rng.integers(len(seeds))]
+    twins = rng.choice(len(units["gt"]), replicates, replace=False)  # ground truth and grey cue share their twins
     picks = {}
-    twins = None
     for group, (anchor, _) in GROUPS.items():
-        units = [(s, r) for s in seeds for r in np.unique(scores[s][methods[0]][replicate_key(anchor)])]
-        if group in ("gt", "grey"):
-            twins = rng.choice(len(units), replicates, replace=False) if twins is None else twins
-            chosen = twins
-        else:
-            chosen = rng.choice(len(units), replicates, replace=False)
+        chosen = twins if group in ("gt", "grey") else rng.choice(len(units[group]), replicates, replace=False)
+        stored = len(units[group]) / len(seeds)  # the stored runs' replicates
         picks[group] = []
         for new_id, unit in enumerate(chosen):
-            seed, replicate = units[unit]
+            seed, replicate = units[group][unit]
             where = np.flatnonzero(scores[seed][methods[0]][replicate_key(anchor)] == replicate)
-            count = max(1, round(len(where) * 3 / replicates * scales[group]))
+            count = max(1, round(len(where) * stored / replicates * scales[group]))
             picks[group].append((seed, rng.choice(where, count, replace=True), new_id))
-    groups = {key: group_of(key, sample) for key in sample}
     values = {}
     for method in methods:
         drawn = {}
@@ -126,29 +133,25 @@ def simulate(scores: dict, constant: dict, replicates: int, scales: dict, rng: n
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("repo", help="the repository whose seed-S experiments hold the stored scores")
-    parser.add_argument("--seeds", default="0-4", help="seeds to pool, e.g. 0-4 or 0,2,3")
+    parser.add_argument("--seeds", type=seed_list, default=seed_list("0-4"), help="seeds to pool, e.g. 0-4 or 0,2,3")
     parser.add_argument("--rev", default="seed-{seed}", help="each seed's git revision (default: its experiment)")
     parser.add_argument("--replicates", type=int, default=3, help="R of a simulated run")
     parser.add_argument("--scale", type=float, default=1.0, help="images per run, against the stored runs' total")
     parser.add_argument("--gt-scale", type=float, help="the same for the ground-truth images (default: --scale)")
     parser.add_argument("--trials", type=int, default=10, help="simulated five-seed studies")
     args = parser.parse_args()
-    if "-" in args.seeds:
-        first, last = (int(v) for v in args.seeds.split("-"))
-        seeds = list(range(first, last + 1))
-    else:
-        seeds = [int(v) for v in args.seeds.split(",")]
-    scores, constant = load(args.repo, seeds, args.rev)
+    scores, constant = load(args.repo, args.seeds, args.rev)
+    groups, units = layout(scores)
     gt_scale = args.scale if args.gt_scale is None else args.gt_scale
     scales = {group: gt_scale if group in ("gt", "grey") else args.scale for group in GROUPS}
     rng = np.random.default_rng(12345)
     agree, flips, started = [], Counter(), time.monotonic()
     for trial in range(args.trials):
-        runs = [simulate(scores, constant, args.replicates, scales, rng) for _ in range(5)]
+        runs = [simulate(scores, constant, groups, units, args.replicates, scales, rng) for _ in range(5)]
         same = [m for m in ISSUE13 if len({run[m] for run in runs}) == 1]
         agree.append(len(same))
         flips.update(m for m in ISSUE13 if m not in same)
-        controls = all(run[c] == want for run in runs for c, want in CONTROLS_EXPECTED.items())
+        controls = all(run[c] == want for run in runs for c, want in EXPECTED.items())
         unstable = max(sum(v == "unstable" for v in run.values()) for run in runs)
         print(f"study {trial}: {len(same)}/13 identical, controls {'hold' if controls else 'FAIL'}, "
               f"at most {unstable} unstable in a run", flush=True)
