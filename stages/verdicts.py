@@ -27,14 +27,10 @@ def main() -> None:
 
     from mnist_xai.decoy import CUE_TYPES
     from mnist_xai.explanation import load_explanations
-    from mnist_xai.quality.metrics import CUE_PREFIX, replicate_key
-    from mnist_xai.quality.metrics import METRICS as TABLE
     from mnist_xai.quality.stats import centred_ranks, rank_correlation, rounded
-    from mnist_xai.quality.verdict import Judge, findings
+    from mnist_xai.quality.verdict import DECISION_CONFIDENCE, SCORED_KEYS, findings, judge_scores
 
-    distances = tuple(f"{prefix}{name}_distance" for prefix in CUE_PREFIX.values() for name in ("gt", "fam"))
-    keys = tuple(metric.key for metric in TABLE) + distances
-    arrays = {m: read_npz(Path("quality/scores") / f"{m}.npz", f"quality@{m}", keys=keys) for m in methods}
+    arrays = {m: read_npz(Path("quality/scores") / f"{m}.npz", f"quality@{m}", keys=SCORED_KEYS) for m in methods}
     summaries = {m: read_json(Path("metrics/quality") / f"{m}.json", f"quality@{m}") for m in methods}
     decoy = read_json("metrics/decoy.json", "train_decoy")
     truth = read_npz("ground_truth/decoy.npz", "train_decoy", keys=tuple(f"{cue}_labels" for cue in CUE_TYPES))
@@ -43,10 +39,8 @@ def main() -> None:
 
     with tracking.stage_run("verdicts", p.tracking.experiment) as run:
         with stage.work():
-            judge = Judge({m: {k: arrays[m][k] for k in keys + tuple(replicate_key(key) for key in keys)
-                               if k in arrays[m]} for m in methods},
-                          constant_share={m: summaries[m]["constant_share"] for m in methods},
-                          random_label_fit=fit, resamples=p.quality.bootstrap_resamples, seed=p.base.seed)
+            judge = judge_scores(arrays, constant_share={m: summaries[m]["constant_share"] for m in methods},
+                                 random_label_fit=fit, resamples=p.quality.bootstrap_resamples, seed=p.base.seed)
             ranked = judge.verdicts()
             verdicts = [{"method": v.method, "verdict": v.settled, "reason": v.reason, "rank": rank,
                          "reported": v.reported, "pooled": v.verdict, "stable": v.stable, "support": v.support,
@@ -58,7 +52,7 @@ def main() -> None:
                        "per_label": judge.per_label({cue: truth[f"{cue}_labels"] for cue in CUE_TYPES}),
                        "chance": decoy["chance"], "pointing_chance": decoy["pointing_chance"],
                        "pointing_tolerance": decoy["pointing_tolerance"], "random_label_fit": fit,
-                       "replicates": judge.replicates}
+                       "replicates": judge.replicates, "decision_confidence": DECISION_CONFIDENCE}
             n = min(p.quality.n_images, len(next(iter(explanations.values())).maps))
             ranks = {m: centred_ranks(np.abs(e.maps[:n])) for m, e in explanations.items()}
             agreement = {(a, b): round(float(rank_correlation(ranks[a], ranks[b]).mean()), 6)

@@ -15,15 +15,26 @@ from mnist_xai.quality.localisation import (
     relevance_mass_accuracy,
     relevance_rank_accuracy,
 )
-from mnist_xai.quality.metrics import METRICS
+from mnist_xai.quality.metrics import METRICS, estimate
 from mnist_xai.quality.stats import (
     constant_maps,
+    hierarchical_interval,
     interval,
     paired_interval,
     paired_proportion_difference,
     proportion_interval,
 )
-from mnist_xai.quality.verdict import FAIL, LINES, PASS, UNCLEAR, VERDICT_ORDER, Judge, decide
+from mnist_xai.quality.verdict import (
+    BY_CHECK,
+    DECISION_CONFIDENCE,
+    FAIL,
+    LINES,
+    PASS,
+    UNCLEAR,
+    VERDICT_ORDER,
+    Judge,
+    decide,
+)
 
 CHANCE = 16 / 784
 
@@ -117,6 +128,24 @@ def test_bca_intervals_cover_a_skewed_mean_and_are_exact_for_a_constant():
     assert 0.90 <= hits / 300 <= 0.98, hits / 300
     assert interval(np.ones(16)) == (1.0, 1.0, 1.0)  # rho of a model-free map: exactly 1, nothing varies
     assert np.isnan(interval(np.full(8, np.nan))[0])  # every map collapsed: no value, not 0
+
+
+def test_every_interval_widens_to_the_confidence_asked_for():
+    """Each kind of interval at 99.375 % contains its 95 % one; for a mean of many draws the half-width grows by
+    the ratio of the normal quantiles, 2.734 / 1.960."""
+    rng = np.random.default_rng(3)
+    draws = rng.normal(size=2000)
+    hits, other = rng.random(200) < 0.6, rng.random(200) < 0.3
+    replicates = np.repeat(np.arange(5), 40)
+    for make in (lambda c: interval(draws, 4000, 1, c), lambda c: proportion_interval(hits, c),
+                 lambda c: paired_proportion_difference(hits, other, c),
+                 lambda c: hierarchical_interval(hits.astype(float), replicates, proportion_interval(hits, c), 2000,
+                                                 1, c)):
+        (value, low, high), (wide_value, wide_low, wide_high) = make(0.95), make(DECISION_CONFIDENCE)
+        assert value == wide_value and wide_low < low and high < wide_high
+    _, low, high = interval(draws, 4000, 1)
+    _, wide_low, wide_high = interval(draws, 4000, 1, DECISION_CONFIDENCE)
+    assert (wide_high - wide_low) / (high - low) == pytest.approx(2.734 / 1.960, rel=0.03)
 
 
 # --- the rule -----------------------------------------------------------------------------------------------
@@ -253,6 +282,21 @@ def test_the_controls_get_their_known_answers_and_the_methods_follow_the_evidenc
     assert verdicts["unsure"].verdict == "too weak to call"
     assert [v.method for v in j.verdicts()][:2] == ["finds", "also_finds"]
     assert all(t.validated for t in j.thresholds.values()), {k: t.margin for k, t in j.thresholds.items()}
+
+
+def test_each_line_is_decided_at_the_bonferroni_level_of_the_verdicts_eight_statistics():
+    """A verdict reads eight statistics; each line is decided on a 1 - 0.05 / 8 interval. A method whose ground
+    truth clears its line at 95 % but not at that level is too weak to call, not trusted."""
+    assert sum(len(line.keys) for line in LINES) == 8 and abs(DECISION_CONFIDENCE - 0.99375) < 1e-12
+    values = synthetic(finds=0.97, borderline=0.66)
+    j = judge(values)
+    line = j.thresholds["gt_reliance"].value
+    at_95 = estimate(values["borderline"], "gt_reliance", 1000, 0)
+    assert at_95[1] > line  # a 95 % interval would pass it
+    assert j.estimate("borderline", "gt_reliance") == estimate(values["borderline"], "gt_reliance", 1000, 0,
+                                                              DECISION_CONFIDENCE)
+    assert j.line_outcome("borderline", BY_CHECK["ground truth"], j.thresholds)[0] == UNCLEAR
+    assert j.verdict("borderline").verdict == "too weak to call" and j.verdict("finds").verdict == "trust"
 
 
 def test_a_method_whose_map_ignores_the_class_is_used_with_care_not_trusted():

@@ -177,26 +177,30 @@ def replicate_key(key: str) -> str:
     return f"{key}_replicate"
 
 
-def estimate(values: dict[str, np.ndarray], key: str, resamples: int, seed: int) -> tuple[float, float, float]:
-    """A metric's value and 95 % interval from per-image values, with the interval its kind calls for; where the
-    values come from several replicates, the hierarchical interval that covers them too (stats.py)."""
+def estimate(values: dict[str, np.ndarray], key: str, resamples: int, seed: int, confidence: float | None = None
+             ) -> tuple[float, float, float]:
+    """A metric's value and interval (95 % unless `confidence` says otherwise) from per-image values, with the
+    interval its kind calls for; where the values come from several replicates, the hierarchical interval that
+    covers them too (stats.py)."""
     from mnist_xai.quality.stats import (
+        CONFIDENCE,
         hierarchical_interval,
         interval,
         paired_proportion_difference,
         proportion_interval,
     )
 
+    confidence = CONFIDENCE if confidence is None else confidence
     metric = BY_KEY[key]
     if metric.kind == "proportion":
-        exact = proportion_interval(values[key])
+        exact = proportion_interval(values[key], confidence)
     elif metric.kind == "difference":
         first, second = (np.asarray(values[part], dtype=bool) for part in metric.parts)
-        exact = paired_proportion_difference(first, second)
+        exact = paired_proportion_difference(first, second, confidence)
     else:
-        exact = interval(values[key], resamples, seed)
+        exact = interval(values[key], resamples, seed, confidence)
     replicates = values.get(replicate_key(key))
     if replicates is None:
         return exact
-    return hierarchical_interval(values[key], replicates, exact, resamples, seed)
+    return hierarchical_interval(values[key], replicates, exact, resamples, seed, confidence)
 

@@ -95,14 +95,22 @@ def bootstrap_means(values: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, se
 
 
 _NORMAL = NormalDist()
-Z = _NORMAL.inv_cdf((1 + CONFIDENCE) / 2)
 
 
-def interval(values: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float, float]:
-    """The mean of per-image values and its 95 % BCa bootstrap interval (Efron 1987: the percentile interval
-    corrected for the bootstrap distribution's bias and skew, which matters at the small n of the randomisation
-    checks). NaN values (a map that collapsed, say) are left out; none left gives NaN. A sample whose values are
-    all equal has a zero-width interval: nothing in it varies."""
+def z_score(confidence: float) -> float:
+    """The two-sided normal quantile of a confidence level: 1.96 at 0.95."""
+    return _NORMAL.inv_cdf((1 + confidence) / 2)
+
+
+Z = z_score(CONFIDENCE)
+
+
+def interval(values: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+             confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """The mean of per-image values and its BCa bootstrap interval, 95 % unless `confidence` says otherwise (Efron
+    1987: the percentile interval corrected for the bootstrap distribution's bias and skew, which matters at the
+    small n of the randomisation checks). NaN values (a map that collapsed, say) are left out; none left gives
+    NaN. A sample whose values are all equal has a zero-width interval: nothing in it varies."""
     values = np.asarray(values, dtype=np.float64)
     values = values[~np.isnan(values)]
     if values.size == 0:
@@ -117,32 +125,35 @@ def interval(values: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int
     bias = _NORMAL.inv_cdf(min(max(below, 0.5 / len(means)), 1 - 0.5 / len(means)))
     acceleration = float((deviations ** 3).sum()) / (6.0 * spread ** 1.5)
     bounds = []
-    for z in (-Z, Z):
+    z_high = z_score(confidence)
+    for z in (-z_high, z_high):
         shifted = bias + z
         bounds.append(_NORMAL.cdf(bias + shifted / (1 - acceleration * shifted)))
     low, high = np.quantile(means, bounds)
     return mean, float(min(low, mean)), float(max(high, mean))
 
 
-def proportion_interval(hits: np.ndarray) -> tuple[float, float, float]:
+def proportion_interval(hits: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
     """The share of hits (bool or 0/1 per image) and its 95 % Wilson score interval (Wilson 1927): it stays
     inside [0, 1] and does not collapse to [0, 0] or [1, 1] at the edges, where a percentile bootstrap does."""
     hits = np.asarray(hits, dtype=np.float64)
     hits = hits[~np.isnan(hits)]
-    return wilson(float(hits.sum()), len(hits))
+    return wilson(float(hits.sum()), len(hits), confidence)
 
 
-def wilson(successes: float, n: int) -> tuple[float, float, float]:
+def wilson(successes: float, n: int, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
     if n == 0:
         return float("nan"), float("nan"), float("nan")
     p = successes / n
-    denominator = 1 + Z * Z / n
-    centre = (p + Z * Z / (2 * n)) / denominator
-    half = Z * np.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n)) / denominator
+    z = z_score(confidence)
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
     return p, float(max(0.0, min(p, centre - half))), float(min(1.0, max(p, centre + half)))
 
 
-def paired_proportion_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+def paired_proportion_difference(a: np.ndarray, b: np.ndarray, confidence: float = CONFIDENCE
+                                 ) -> tuple[float, float, float]:
     """share(a) - share(b) for paired hits on the same images, with Newcombe's (1998, method 10) 95 % interval:
     Wilson intervals of both shares, combined with their correlation. Exact 0 with a narrow interval when a and
     b agree on every image; it stays inside [-1, 1]."""
@@ -152,8 +163,8 @@ def paired_proportion_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, f
         return float("nan"), float("nan"), float("nan")
     both, only_a, only_b = np.sum(a & b), np.sum(a & ~b), np.sum(~a & b)
     neither = n - both - only_a - only_b
-    p1, l1, u1 = wilson(float(both + only_a), n)
-    p2, l2, u2 = wilson(float(both + only_b), n)
+    p1, l1, u1 = wilson(float(both + only_a), n, confidence)
+    p2, l2, u2 = wilson(float(both + only_b), n, confidence)
     product = float((both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither))
     phi = float(both * neither - only_a * only_b) / np.sqrt(product) if product > 0 else 0.0
     below = np.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
@@ -188,7 +199,8 @@ def hierarchical_means(values: np.ndarray, replicates: np.ndarray, resamples: in
 
 
 def hierarchical_interval(values: np.ndarray, replicates: np.ndarray, exact: tuple[float, float, float],
-                          resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[float, float, float]:
+                          resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0, confidence: float = CONFIDENCE
+                          ) -> tuple[float, float, float]:
     """The pooled mean with a 95 % interval that covers both random sources: the two-stage bootstrap percentile
     interval, widened where needed to the interval of the pooled images alone (`exact`: Wilson, Newcombe or BCa as
     the statistic calls for), which stays honest at the edges where a percentile bootstrap collapses (a pointing
@@ -197,7 +209,7 @@ def hierarchical_interval(values: np.ndarray, replicates: np.ndarray, exact: tup
     present = np.unique(np.asarray(replicates)[~np.isnan(values)])
     if len(present) < 2 or np.isnan(exact[0]):
         return exact
-    low, high = np.quantile(hierarchical_means(values, replicates, resamples, seed), [(1 - CONFIDENCE) / 2,
-                                                                                     (1 + CONFIDENCE) / 2])
+    low, high = np.quantile(hierarchical_means(values, replicates, resamples, seed), [(1 - confidence) / 2,
+                                                                                     (1 + confidence) / 2])
     value = exact[0]
     return value, float(min(low, exact[1], value)), float(max(high, exact[2], value))

@@ -63,6 +63,7 @@ from mnist_xai.quality.metrics import (
     replicate_key,
 )
 from mnist_xai.quality.stats import (
+    CONFIDENCE,
     Z,
     bootstrap_means,
     hierarchical_interval,
@@ -112,6 +113,10 @@ LINES = (
          "its maps differ between a network trained on permuted labels and the same training on the true ones"),
 )
 BY_CHECK = {line.check: line for line in LINES}
+# A verdict reads eight statistics at once, and one wrong call on any of them can change it. Each line is decided on
+# an interval at 1 - 0.05 / 8 (Bonferroni), so that the chance a verdict rests on any wrong call is at most 5 %: at
+# 95 % per line it would be up to 8 x 5 %. The report's tables keep 95 % intervals; the lines' own are these.
+DECISION_CONFIDENCE = 1 - (1 - CONFIDENCE) / sum(len(line.keys) for line in LINES)
 SENSITIVITY = tuple(line.check for line in LINES if line.role == "sensitivity")
 HARD_REASONS = {"ground truth": "it misses the planted cue the model provably uses, or points at it as often on a "
                                 "twin that ignores the cue",
@@ -318,10 +323,13 @@ class Judge:
     # --- estimates and lines --------------------------------------------------------------------------------
 
     def estimate(self, method: str, key: str, values: dict | None = None) -> tuple[float, float, float]:
+        """The value and its interval at the decision level, which the lines, the controls' validation and the
+        verdict all read."""
         if values is not None:
-            return estimate(values[method], key, self.resamples, self.seed)
+            return estimate(values[method], key, self.resamples, self.seed, DECISION_CONFIDENCE)
         if (method, key) not in self._estimates:
-            self._estimates[method, key] = estimate(self.values[method], key, self.resamples, self.seed)
+            self._estimates[method, key] = estimate(self.values[method], key, self.resamples, self.seed,
+                                                    DECISION_CONFIDENCE)
         return self._estimates[method, key]
 
     def _calibrate(self, values: dict, keys=None) -> dict[str, Threshold]:
@@ -512,6 +520,20 @@ class Judge:
             row["outcome"] = ("agrees" if adjusted < 0.05 and row["rho"] > 0 else
                               "disagrees" if adjusted < 0.05 and row["rho"] < 0 else "not shown either way")
         return rows
+
+
+SCORED_KEYS = tuple(metric.key for metric in METRICS) + tuple(
+    f"{prefix}{name}_distance" for prefix in CUE_PREFIX.values() for name in ("gt", "fam"))
+"""What a verdict reads of each method's stored scores (quality/scores/<method>.npz), besides the replicate ids."""
+
+
+def judge_scores(scores: dict[str, dict[str, np.ndarray]], *, constant_share: dict[str, float],
+                 random_label_fit: float, resamples: int, seed: int) -> Judge:
+    """The verdicts stage's judge from every method's stored per-image scores: the metrics and pointing distances,
+    with the replicate ids of those that have them."""
+    wanted = SCORED_KEYS + tuple(replicate_key(key) for key in SCORED_KEYS)
+    return Judge({method: {key: arrays[key] for key in wanted if key in arrays} for method, arrays in scores.items()},
+                 constant_share=constant_share, random_label_fit=random_label_fit, resamples=resamples, seed=seed)
 
 
 def _filled(values: np.ndarray) -> np.ndarray:

@@ -141,6 +141,7 @@ def _quality_context(inputs: ReportInputs) -> dict[str, Any]:
         "pointing_chance": inputs.verdicts["pointing_chance"],
         "pointing_tolerance": inputs.verdicts["pointing_tolerance"],
         "replicates": inputs.verdicts.get("replicates", 1),
+        "decision_confidence": 100 * inputs.verdicts.get("decision_confidence", 0.95),
         "metrics": METRICS,
         "table_metrics": [m for m in METRICS if m.group != GROUND_TRUTH or m.key in KEY_SCORES],
         "ground_truth_metrics": [m for m in METRICS if m.group == GROUND_TRUTH],
