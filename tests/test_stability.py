@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
+import yaml
 
 from mnist_xai.cli import seed_list
-from mnist_xai.stability import analyse
+from mnist_xai.stability import analyse, redecide
 
 
 def run(verdicts: dict[str, str], estimates: dict[str, tuple[float, float, float]], unstable=()) -> dict:
@@ -73,3 +75,15 @@ def test_no_run_without_results_names_what_is_missing(pipeline):
     assert result.returncode == 2
     assert result.stderr.strip() == (f"error: no finished results for seed-0, seed-1 in {pipeline.path}: run "
                                      "`mnist-xai stability` without --no-run, or see `dvc queue logs <name>`")
+
+
+def test_verdicts_decided_again_from_a_runs_stored_scores_are_what_its_verdicts_stage_wrote(pipeline):
+    """`--redecide` runs the verdicts stage's own judge on a run's stored scores: on a run made by this code it gives
+    back exactly what the stage wrote, whatever verdicts the file it is handed says."""
+    quality = json.loads((pipeline.path / "metrics/quality.json").read_text())
+    params = yaml.safe_load((pipeline.path / "params.yaml").read_text())
+    tampered = {**quality, "methods": {m: {**row, "verdict": "unstable", "reported": "unstable", "support": 0}
+                                       for m, row in quality["methods"].items()}}
+    again = redecide(tampered, lambda path: (pipeline.path / path).read_bytes(), params)
+    assert again == quality
+    assert {row["verdict"] for row in again["methods"].values()} != {"unstable"}

@@ -326,6 +326,9 @@ def add_stability_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the base.seed values, each a full default run: 0-4 (default), 0,1,2, 0-9")
     parser.add_argument("--jobs", type=int, default=1, help="experiments run at a time (default 1)")
     parser.add_argument("--no-run", action="store_true", help="only analyse the seed-S experiments already run")
+    parser.add_argument("--redecide", action="store_true",
+                        help="decide each seed's verdicts again from its stored scores with this code's rule (to "
+                             "check a change of the rule over a stored study without re-running it)")
     add_repository_arguments(parser, "the results (default: ROOT/reports/stability.json)")
 
 
@@ -338,7 +341,7 @@ def run_stability(args: argparse.Namespace) -> None:
         raise UserError(f"--jobs {args.jobs}: run at least one experiment at a time")
     if not args.no_run:
         stability.run_seeds(root, args.seeds, args.jobs)
-    result = stability.analyse(stability.collect(root, args.seeds))
+    result = stability.analyse(stability.collect(root, args.seeds, decide_again=args.redecide))
     out = args.out or root / "reports" / "stability.json"
     try:
         atomic_write_json(out, result)

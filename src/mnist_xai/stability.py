@@ -10,8 +10,11 @@ Not part of `dvc repro`: `mnist-xai stability` runs it.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +45,9 @@ def run_seeds(root: Path, seeds: list[int], jobs: int) -> None:
     run_queue(root, {experiment_name(seed): [f"base.seed={seed}"] for seed in seeds}, jobs, desc="stability runs")
 
 
-def collect(root: Path, seeds: list[int]) -> dict[int, dict]:
-    """Each seed's metrics/quality.json, read from its DVC experiment; a missing or failed one is named."""
+def collect(root: Path, seeds: list[int], decide_again: bool = False) -> dict[int, dict]:
+    """Each seed's metrics/quality.json, read from its DVC experiment; a missing or failed one is named. With
+    `decide_again`, each seed's verdicts are decided again from its stored scores by this code (redecide)."""
     from mnist_xai.study import list_experiments
 
     by_name = {e["name"]: e for e in list_experiments(root)}
@@ -55,10 +59,41 @@ def collect(root: Path, seeds: list[int]) -> dict[int, dict]:
             missing.append(experiment_name(seed))
             continue
         runs[seed] = quality
+        if decide_again:
+            from dvc.api import DVCFileSystem
+
+            fs = DVCFileSystem(str(root), rev=experiment["rev"])
+            runs[seed] = redecide(quality, fs.read_bytes, experiment["params"])
     if missing:
         raise UserError(f"no finished results for {', '.join(missing)} in {root}: run `mnist-xai stability` "
                         "without --no-run, or see `dvc queue logs <name>`")
     return runs
+
+
+def redecide(quality: dict, read: Callable[[str], bytes], params: dict) -> dict:
+    """A run's metrics/quality.json with every verdict decided again by this code's rule from the run's stored
+    per-image scores (`read(path)` gives a file of the run; `params` its params.yaml): the verdicts stage's own
+    judge on the same arrays, so a change of the rule can be checked over a stored study without re-running it."""
+    import numpy as np
+
+    from mnist_xai.quality.verdict import judge_scores
+
+    def scores(method: str) -> dict[str, np.ndarray]:
+        with np.load(io.BytesIO(read(f"quality/scores/{method}.npz")), allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+
+    methods = quality["methods"]
+    fit = json.loads(read("metrics/train_random_labels.json"))["train_accuracy_on_permuted_labels"]
+    judge = judge_scores({m: scores(m) for m in methods}, constant_share={m: methods[m]["constant_share"]
+                                                                         for m in methods},
+                         random_label_fit=fit, resamples=params["quality"]["bootstrap_resamples"],
+                         seed=params["base"]["seed"])
+    decided = {v.method: v for v in judge.verdicts()}
+    return {**quality, "methods": {m: {**row, "verdict": decided[m].settled, "reported": decided[m].reported,
+                                       "pooled": decided[m].verdict, "stable": int(decided[m].stable),
+                                       "support": decided[m].support,
+                                       "threshold_sensitive": int(bool(decided[m].sensitive_to))}
+                                   for m, row in methods.items()}}
 
 
 def analyse(runs: dict[int, dict]) -> dict[str, Any]:
