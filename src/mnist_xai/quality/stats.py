@@ -134,7 +134,7 @@ def interval(values: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, seed: int
 
 
 def proportion_interval(hits: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
-    """The share of hits (bool or 0/1 per image) and its 95 % Wilson score interval (Wilson 1927): it stays
+    """The share of hits (bool or 0/1 per image) and its Wilson score interval (Wilson 1927; 95 % by default): it stays
     inside [0, 1] and does not collapse to [0, 0] or [1, 1] at the edges, where a percentile bootstrap does."""
     hits = np.asarray(hits, dtype=np.float64)
     hits = hits[~np.isnan(hits)]
@@ -154,9 +154,9 @@ def wilson(successes: float, n: int, confidence: float = CONFIDENCE) -> tuple[fl
 
 def paired_proportion_difference(a: np.ndarray, b: np.ndarray, confidence: float = CONFIDENCE
                                  ) -> tuple[float, float, float]:
-    """share(a) - share(b) for paired hits on the same images, with Newcombe's (1998, method 10) 95 % interval:
-    Wilson intervals of both shares, combined with their correlation. Exact 0 with a narrow interval when a and
-    b agree on every image; it stays inside [-1, 1]."""
+    """share(a) - share(b) for paired hits on the same images, with Newcombe's (1998, method 10) interval (95 % by
+    default): Wilson intervals of both shares, combined with their correlation. Exact 0 with a narrow interval when
+    a and b agree on every image; it stays inside [-1, 1]."""
     a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
     n = len(a)
     if n == 0:
@@ -201,10 +201,10 @@ def hierarchical_means(values: np.ndarray, replicates: np.ndarray, resamples: in
 def hierarchical_interval(values: np.ndarray, replicates: np.ndarray, exact: tuple[float, float, float],
                           resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0, confidence: float = CONFIDENCE
                           ) -> tuple[float, float, float]:
-    """The pooled mean with a 95 % interval that covers both random sources: the two-stage bootstrap percentile
-    interval, widened where needed to the interval of the pooled images alone (`exact`: Wilson, Newcombe or BCa as
-    the statistic calls for), which stays honest at the edges where a percentile bootstrap collapses (a pointing
-    game of 1.0 in every replicate). One replicate: `exact` as it is."""
+    """The pooled mean with an interval (95 % by default) that covers both random sources: the two-stage bootstrap
+    percentile interval, widened where needed to the interval of the pooled images alone (`exact`: Wilson, Newcombe
+    or BCa as the statistic calls for, at the same level), which stays honest at the edges where a percentile
+    bootstrap collapses (a pointing game of 1.0 in every replicate). One replicate: `exact` as it is."""
     values = np.asarray(values, dtype=np.float64)
     present = np.unique(np.asarray(replicates)[~np.isnan(values)])
     if len(present) < 2 or np.isnan(exact[0]):
