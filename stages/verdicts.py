@@ -57,15 +57,10 @@ def main() -> None:
             ranks = {m: centred_ranks(np.abs(e.maps[:n])) for m, e in explanations.items()}
             agreement = {(a, b): round(float(rank_correlation(ranks[a], ranks[b]).mean()), 6)
                          for i, a in enumerate(methods) for b in methods[i + 1:]}
-        by_method = {v["method"]: v for v in verdicts}
+        by_method = {v.method: v for v in ranked}
         atomic_write_json(METRICS, {"chance": decoy["chance"], "pointing_chance": decoy["pointing_chance"], "methods": {
             m: {**summaries[m]["metrics"], "constant_share": summaries[m]["constant_share"],
-                "degenerate": int(summaries[m]["degenerate"]), "verdict": by_method[m]["verdict"],
-                "reported": by_method[m]["reported"], "pooled": by_method[m]["pooled"],
-                "stable": int(by_method[m]["stable"]),
-                "support": by_method[m]["support"],
-                "control": int(by_method[m]["control"]),
-                "threshold_sensitive": int(bool(by_method[m]["threshold_sensitive"]))}
+                "degenerate": int(summaries[m]["degenerate"]), **by_method[m].summary()}
             for m in methods}})
         atomic_write_json(VERDICTS, details)
         atomic_write_json(CURVES, [

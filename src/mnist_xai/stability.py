@@ -89,11 +89,7 @@ def redecide(quality: dict, read: Callable[[str], bytes], params: dict) -> dict:
                          random_label_fit=fit, resamples=params["quality"]["bootstrap_resamples"],
                          seed=params["base"]["seed"])
     decided = {v.method: v for v in judge.verdicts()}
-    return {**quality, "methods": {m: {**row, "verdict": decided[m].settled, "reported": decided[m].reported,
-                                       "pooled": decided[m].verdict, "stable": int(decided[m].stable),
-                                       "support": decided[m].support,
-                                       "threshold_sensitive": int(bool(decided[m].sensitive_to))}
-                                   for m, row in methods.items()}}
+    return {**quality, "methods": {m: {**row, **decided[m].summary()} for m, row in methods.items()}}
 
 
 def analyse(runs: dict[int, dict]) -> dict[str, Any]:

@@ -273,6 +273,13 @@ class Verdict:
             return f"{self.settled} ({self.support}/{count})"
         return f"{UNSTABLE} ({self.leave_one_out.count(self.verdict)}/{count})"
 
+    def summary(self) -> dict[str, str | int]:
+        """What metrics/quality.json keeps of it, per method (the verdicts stage writes it; the stability study's
+        re-decision rewrites it)."""
+        return {"verdict": self.settled, "reported": self.reported, "pooled": self.verdict, "stable": int(self.stable),
+                "support": self.support, "control": int(self.control),
+                "threshold_sensitive": int(bool(self.sensitive_to))}
+
 
 def stable(support: int, replicates: int) -> bool:
     """The bar: a strict majority of the replicates reach the verdict on their own evidence. Each replicate is an
