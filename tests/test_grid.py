@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from mnist_xai.grid import GridError, expand
+from mnist_xai.grid import GridError, cell_invocation, expand, longest_first
+from mnist_xai.params import read_yaml
+from tests.conftest import ROOT
 
 
 def test_a_cell_with_a_bad_name_or_setting_is_one_line(tmp_path):
@@ -29,3 +31,33 @@ def test_a_grid_expands_into_one_named_cell_per_combination():
         "cell-fashion-mnist-resnet": ["base.dataset=fashion-mnist", "train.arch=resnet", "train.epochs=2"]}
     with pytest.raises(GridError, match="give key=value"):
         expand(["base.seed"])
+
+
+def test_the_longest_cells_start_first():
+    """Started in the grid's order, two slots run the CNN cells first and end with a ResNet cell alone, one slot
+    idle for most of its run; longest first, the two ResNet cells run side by side."""
+    params = read_yaml(ROOT / "params.yaml")
+    cells = expand(["base.dataset=mnist,fashion-mnist", "train.arch=cnn,resnet"])
+    assert longest_first(cells, params) == ["cell-mnist-resnet", "cell-fashion-mnist-resnet", "cell-mnist-cnn",
+                                            "cell-fashion-mnist-cnn"]
+    seeds = expand(["base.seed=0,1,2"])
+    assert longest_first(seeds, params) == list(seeds)  # equals keep the grid's order
+    assert longest_first(expand(["train.epochs=1,5", "quality.replicates=3,5"]), params) == [
+        "cell-5-5", "cell-1-5", "cell-5-3", "cell-1-3"]  # replicates before epochs
+    # a value the cell does not set comes from params.yaml: there every training image (0) is more than 6000
+    mixed = {"few": ["train.n_images=6000"], "all": ["base.seed=1"], "odd": ["train.epochs=many"]}
+    assert longest_first(mixed, params) == ["all", "few", "odd"]
+    assert longest_first(cells, {**params, "train": {**params["train"], "arch": "resnet"}})[:2] == [
+        "cell-mnist-resnet", "cell-fashion-mnist-resnet"]
+
+
+def test_a_ray_cell_shares_its_nodes_cores_unless_its_threads_are_fixed():
+    """Ray sets OMP_NUM_THREADS to a task's CPUs, which would fix a cell's threads at one: the last cell of a
+    grid would leave the node's other cores idle. Shared, the variable is dropped and the stages share the node's
+    cores as the local queue's do; fixed, the cell command sets them."""
+    ray_worker = {"OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": "http://tracking:5000"}
+    command, env = cell_invocation("git@host:team/repo.git", "abc123", "cell-1", ["base.seed=1"], None, ray_worker)
+    assert "--cpus" not in command and "OMP_NUM_THREADS" not in env and env["MLFLOW_TRACKING_URI"]
+    assert command[-2:] == ["-S", "base.seed=1"] and "--die-with-parent" in command
+    command, env = cell_invocation("git@host:team/repo.git", "abc123", "cell-1", [], 2, ray_worker)
+    assert command[command.index("--cpus") + 1] == "2" and env == ray_worker

@@ -386,7 +386,12 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=2, help="local engine: experiments at a time (default 2)")
     parser.add_argument("--address", help="ray engine: the cluster to join, HOST:PORT (default: a cluster of this "
                                           "machine alone, on 127.0.0.1)")
-    parser.add_argument("--cpus-per-cell", type=int, default=1, help="ray engine: CPUs (torch threads) per cell")
+    parser.add_argument("--cpus-per-cell", type=int, default=1,
+                        help="ray engine: CPUs reserved per cell, which decide how many cells a node runs at once; "
+                             "their stages share the node's cores, as the local queue's do (default 1)")
+    parser.add_argument("--fixed-threads", action="store_true",
+                        help="ray engine: exactly --cpus-per-cell torch threads per cell, never the node's idle "
+                             "cores: outputs repeat byte for byte, and a node shared with other work gets no more")
     parser.add_argument("--prefix", default="cell", help="the cells' names start with it (default: cell)")
     parser.add_argument("--list", action="store_true",
                         help="only print the cells, one per line (NAME -S KEY=VALUE ...), for another scheduler: "
@@ -410,7 +415,7 @@ def run_grid(args: argparse.Namespace) -> None:
         return
     print(f"{len(cells)} cells: {', '.join(cells)}")
     if args.engine == "ray":
-        outcome = grid.run_ray(root, cells, args.address, args.cpus_per_cell)
+        outcome = grid.run_ray(root, cells, args.address, args.cpus_per_cell, fixed_threads=args.fixed_threads)
         for name, result in outcome.items():
             print(f"cell {name}: {result}")
     else:

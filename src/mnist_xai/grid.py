@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from mnist_xai.errors import UserError
+from mnist_xai.params import read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -145,14 +146,39 @@ def expand(settings: list[str], prefix: str = "cell") -> dict[str, list[str]]:
     return cells
 
 
+# What makes a cell long, most first: a ResNet cell took about 3x a CNN cell's time (one epoch's passes cost 2x,
+# and its cascading randomisation re-explains 21 layers to the CNN's 4); then the draws, epochs and images
+COST_ORDER = (("train.arch", {"resnet": 1.0, "cnn": 0.0}.get), ("quality.replicates", float),
+              ("train.epochs", float), ("explain.n_images", float),
+              ("train.n_images", lambda n: float(n) or float("inf")))  # 0: all of them
+
+
+def longest_first(cells: dict[str, list[str]], params: dict) -> list[str]:
+    """The cells' names in the order to start them: the longest first (a ResNet before a CNN, then more replicates,
+    epochs, images; the grid's own order between equals), each value from the cell's settings or else `params`
+    (params.yaml). Two slots that start with the short cells end with one long cell alone, and a slot idle."""
+    def cost(name: str) -> tuple:
+        values = dict(setting.split("=", 1) for setting in cells[name])
+        key = []
+        for param, rank in COST_ORDER:
+            section, field = param.split(".")
+            try:
+                key.append(rank(values.get(param, params.get(section, {}).get(field))) or 0.0)
+            except (TypeError, ValueError):  # not a number: the stage's own check will say so
+                key.append(0.0)
+        return tuple(key)
+
+    return sorted(cells, key=cost, reverse=True)  # sorted() is stable: equals keep the grid's order
+
+
 def run_queue(root: Path, cells: dict[str, list[str]], jobs: int, desc: str = "experiments",
               timeout: float = 12 * 3600) -> list[str]:
-    """The local engine: queue every cell not already done here (`dvc exp run --queue -n NAME -S ...`), run the
-    queue `jobs` at a time and wait for it. Returns the names queued."""
+    """The local engine: queue every cell not already done here (`dvc exp run --queue -n NAME -S ...`), the
+    longest first, run the queue `jobs` at a time and wait for it. Returns the names queued."""
     from mnist_xai.study import list_experiments
 
     done = {e["name"] for e in list_experiments(root) if not e.get("error")}
-    queued = [name for name in cells if name not in done]
+    queued = [name for name in longest_first(cells, read_yaml(root / "params.yaml")) if name not in done]
     for name in queued:
         _run(_dvc("exp", "run", "--queue", "-n", name, *(a for s in cells[name] for a in ("-S", s))), cwd=root)
     if not queued:
@@ -187,9 +213,13 @@ def pushed_commit(root: Path) -> tuple[str, str]:
 
 
 def run_ray(root: Path, cells: dict[str, list[str]], address: str | None, cpus_per_cell: int,
-            retries: int = 3) -> dict[str, str]:
-    """The Ray engine: one task per cell, each the cell command with `cpus_per_cell` CPUs, retried (up to
-    `retries` times) when its worker or node dies; then the experiments pulled into this repository."""
+            retries: int = 3, fixed_threads: bool = False) -> dict[str, str]:
+    """The Ray engine: one task per cell, the longest first, each the cell command with `cpus_per_cell` CPUs
+    reserved, retried (up to `retries` times) when its worker or node dies; then the experiments pulled into this
+    repository. The CPUs reserved decide how many cells a node runs at once; their stages share the node's cores
+    as the local queue's do (a cell alone on a node uses every core: a grid's last cell does not leave the rest
+    idle), unless `fixed_threads`: then exactly `cpus_per_cell` torch threads each, for outputs that repeat byte
+    for byte, or a node shared with other work."""
     url, head = pushed_commit(root)
     # Ray reads these when it is imported: set them first
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # Ray reports usage to its makers unless told not to
@@ -207,7 +237,8 @@ def run_ray(root: Path, cells: dict[str, list[str]], address: str | None, cpus_p
     else:
         ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
     task = ray.remote(num_cpus=cpus_per_cell, max_retries=retries)(_cell_task)
-    pending = {task.remote(url, head, name, settings, cpus_per_cell): name for name, settings in cells.items()}
+    pending = {task.remote(url, head, name, cells[name], cpus_per_cell if fixed_threads else None): name
+               for name in longest_first(cells, read_yaml(root / "params.yaml"))}
     outcome = {}
     from tqdm.auto import tqdm
 
@@ -230,11 +261,21 @@ def run_ray(root: Path, cells: dict[str, list[str]], address: str | None, cpus_p
     return outcome
 
 
-def _cell_task(url: str, rev: str, name: str, settings: list[str], cpus: int) -> str:
-    """One Ray task: the cell command in a process of its own, as any scheduler runs it."""
+def cell_invocation(url: str, rev: str, name: str, settings: list[str], threads: int | None,
+                    environment: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The cell command a Ray task runs, and its environment: `threads` torch threads, or (None) the stages share
+    the node's cores. Ray sets OMP_NUM_THREADS to the task's CPUs in its workers, which would fix them: dropped."""
     command = [sys.executable, "-m", "mnist_xai.cli", "cell", "--repo", url, "--rev", rev, "--name", name,
-               "--cpus", str(cpus), "--die-with-parent", *(arg for setting in settings for arg in ("-S", setting))]
-    result = subprocess.run(command, capture_output=True, text=True, start_new_session=True)
+               *(["--cpus", str(threads)] if threads else []), "--die-with-parent",
+               *(arg for setting in settings for arg in ("-S", setting))]
+    env = {key: value for key, value in environment.items() if threads or key != "OMP_NUM_THREADS"}
+    return command, env
+
+
+def _cell_task(url: str, rev: str, name: str, settings: list[str], threads: int | None) -> str:
+    """One Ray task: the cell command in a process of its own, as any scheduler runs it."""
+    command, env = cell_invocation(url, rev, name, settings, threads, dict(os.environ))
+    result = subprocess.run(command, capture_output=True, text=True, start_new_session=True, env=env)
     if result.returncode != 0:
         lines = (result.stderr or result.stdout).strip().splitlines()
         errors = [line for line in lines if line.startswith(("ERROR", "error"))]  # the stage's own line first
