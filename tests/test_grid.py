@@ -49,6 +49,12 @@ def test_the_longest_cells_start_first():
     assert longest_first(mixed, params) == ["all", "few", "odd"]
     assert longest_first(cells, {**params, "train": {**params["train"], "arch": "resnet"}})[:2] == [
         "cell-mnist-resnet", "cell-fashion-mnist-resnet"]
+    # the list another scheduler's array job runs, in index order
+    listed = subprocess.run([sys.executable, "-m", "mnist_xai.cli", "grid", "--root", str(ROOT), "--list",
+                             "-S", "base.dataset=mnist,fashion-mnist", "-S", "train.arch=cnn,resnet"],
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    assert listed == [f"{name} " + " ".join(f"-S {setting}" for setting in cells[name])
+                      for name in longest_first(cells, params)]
 
 
 def test_a_ray_cell_shares_its_nodes_cores_unless_its_threads_are_fixed():

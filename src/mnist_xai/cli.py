@@ -401,6 +401,7 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_grid(args: argparse.Namespace) -> None:
     from mnist_xai import grid
+    from mnist_xai.params import read_yaml
     from mnist_xai.study import study
 
     root = repository(args)
@@ -409,9 +410,9 @@ def run_grid(args: argparse.Namespace) -> None:
     if args.jobs < 1 or args.cpus_per_cell < 1:
         raise UserError("--jobs and --cpus-per-cell must be at least 1")
     cells = grid.expand(args.settings, args.prefix)
-    if args.list:
-        for name, settings in cells.items():
-            print(" ".join([name, *(f"-S {setting}" for setting in settings)]))
+    if args.list:  # longest first too: an array job starts its tasks in index order
+        for name in grid.longest_first(cells, read_yaml(root / "params.yaml")):
+            print(" ".join([name, *(f"-S {setting}" for setting in cells[name])]))
         return
     print(f"{len(cells)} cells: {', '.join(cells)}")
     if args.engine == "ray":
