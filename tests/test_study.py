@@ -159,3 +159,20 @@ def test_a_tie_between_seeds_is_called_a_split_not_the_first_verdict():
     assert rows["gradcam"]["cells"][0] == {"verdict": "trust", "support": 2, "seeds": 2, "all": ["trust", "trust"]}
     majority = Group("mnist", "cnn", [*tied.runs, run(2, {"saliency": "trust", "gradcam": "trust"})])
     assert transfer([majority])[0]["cells"][0]["verdict"] == "trust"
+
+
+
+def test_a_grid_with_a_failed_cell_still_writes_its_page_and_exits_non_zero(grid):
+    """A scheduler or a script must see that a grid is incomplete: the failed cell is named in one line, with
+    where to look, after the page of the others is written; a finished cell (found by its name: cell-fashion ran
+    in the fixture) is not run again."""
+    out = grid.path / "reports" / "grid-study.html"
+    result = grid.run(sys.executable, "-m", "mnist_xai.cli", "grid", "--root", str(grid.path), "--out", str(out),
+                      "-S", "base.dataset=fashion,no-such-dataset", check=False)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and errors == [
+        "error: 1 of 2 cells failed: cell-no-such-dataset (see `dvc queue logs NAME`); the study page shows the "
+        "others. Fix the cause and run the grid again: finished cells are skipped"], result.stderr[-2000:]
+    assert "wrote " in result.stdout and "1 cells" in result.stdout, result.stdout
+    html = out.read_text()
+    assert "cell-no-such-dataset" in html and "fashion-mnist × cnn" in html

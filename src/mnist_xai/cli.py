@@ -402,7 +402,7 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
 def run_grid(args: argparse.Namespace) -> None:
     from mnist_xai import grid
     from mnist_xai.params import read_yaml
-    from mnist_xai.study import study
+    from mnist_xai.study import list_experiments, study
 
     root = repository(args)
     if not args.settings:
@@ -421,9 +421,17 @@ def run_grid(args: argparse.Namespace) -> None:
             print(f"cell {name}: {result}")
     else:
         grid.run_queue(root, cells, args.jobs, desc="cells")
-    out = args.out or root / "reports" / "study.html"
-    result = study(root, list(cells), out, allow_missing=True)
-    print(f"wrote {out}: {len(result['cells'])} cells, {len(result['left_out'])} left out")
+    done = {e["name"] for e in list_experiments(root) if not e.get("error")}
+    failed = [name for name in cells if name not in done]
+    if len(failed) < len(cells):
+        out = args.out or root / "reports" / "study.html"
+        result = study(root, list(cells), out, allow_missing=True)
+        print(f"wrote {out}: {len(result['cells'])} cells, {len(result['left_out'])} left out")
+    if failed:  # a scheduler, or a script, must see that the grid is not complete
+        where = "the lines above" if args.engine == "ray" else "`dvc queue logs NAME`"
+        others = "; the study page shows the others" if len(failed) < len(cells) else ""
+        raise UserError(f"{len(failed)} of {len(cells)} cells failed: {', '.join(failed)} (see {where}){others}. "
+                        "Fix the cause and run the grid again: finished cells are skipped")
 
 
 # ---------------------------------------------------------------------------------------------------------
