@@ -71,8 +71,8 @@ def experiment_on_remote(repo_url: str, name: str) -> bool:
 def cell(repo_url: str, rev: str, name: str, settings: list[str], *, cpus: int | None = None,
          workdir: Path | None = None, die_with_parent: bool = False) -> str:
     """Run one cell: clone `repo_url` at `rev`, `dvc exp run --pull -n name -S ...`, and push the
-    experiment with its outputs and run-cache. Returns "pushed (clone s, run s, push s)", or "skipped" when the git
-    remote already holds it.
+    experiment with its outputs and run-cache. Returns "pushed (clone s, run s, push s; threads)", or "skipped"
+    when the git remote already holds it.
     `cpus` sets the torch threads (OMP_NUM_THREADS) of its stages. `die_with_parent`: when the process that started
     this one dies (a Ray worker whose node died), kill this cell's whole process group, so that the retry elsewhere
     is the only run of it that can push."""
@@ -107,8 +107,10 @@ def cell(repo_url: str, rev: str, name: str, settings: list[str], *, cpus: int |
         seconds["run"], started = time.monotonic() - started, time.monotonic()
         _run(_dvc("exp", "push", "--run-cache", "origin", name), cwd=clone, env=env, what=f"dvc exp push {name}")
         seconds["push"] = time.monotonic() - started
-    # what the cell command adds to the experiment itself, for sizing a grid on N machines
-    return "pushed (" + ", ".join(f"{step} {value:.1f} s" for step, value in seconds.items()) + ")"
+    # what the cell command adds to the experiment itself, for sizing a grid on N machines; and its threads, which
+    # decide the float rounding (shared: each stage takes cores // stages running, see mnist_xai.stage)
+    threads = f"{env['OMP_NUM_THREADS']} threads" if env.get("OMP_NUM_THREADS") else "threads shared"
+    return "pushed (" + ", ".join(f"{step} {value:.1f} s" for step, value in seconds.items()) + f"; {threads})"
 
 
 def _die_with_parent() -> None:
