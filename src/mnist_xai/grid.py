@@ -148,8 +148,9 @@ def expand(settings: list[str], prefix: str = "cell") -> dict[str, list[str]]:
     return cells
 
 
-# What makes a cell long, most first: a ResNet cell took about 3x a CNN cell's time (one epoch's passes cost 2x,
-# and its cascading randomisation re-explains 21 layers to the CNN's 4); then the draws, epochs and images
+# What makes a cell long, most first: a ResNet cell ran 2.6x a CNN cell's time (bench/grid_engines.py, docs/study.md;
+# its passes cost 2x, and its cascading randomisation re-explains 21 layers to the CNN's 4); then the draws, epochs
+# and images
 COST_ORDER = (("train.arch", {"resnet": 1.0, "cnn": 0.0}.get), ("quality.replicates", float),
               ("train.epochs", float), ("explain.n_images", float),
               ("train.n_images", lambda n: float(n) or float("inf")))  # 0: all of them
