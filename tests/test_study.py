@@ -161,7 +161,6 @@ def test_a_tie_between_seeds_is_called_a_split_not_the_first_verdict():
     assert transfer([majority])[0]["cells"][0]["verdict"] == "trust"
 
 
-
 def test_a_grid_with_a_failed_cell_still_writes_its_page_and_exits_non_zero(grid):
     """A scheduler or a script must see that a grid is incomplete: the failed cell is named in one line, with
     where to look, after the page of the others is written; a finished cell (found by its name: cell-fashion ran

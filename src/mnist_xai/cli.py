@@ -421,11 +421,12 @@ def run_grid(args: argparse.Namespace) -> None:
             print(f"cell {name}: {result}")
     else:
         grid.run_queue(root, cells, args.jobs, desc="cells")
-    done = {e["name"] for e in list_experiments(root) if not e.get("error")}
+    experiments = list_experiments(root)
+    done = {e["name"] for e in experiments if not e.get("error")}
     failed = [name for name in cells if name not in done]
     if len(failed) < len(cells):
         out = args.out or root / "reports" / "study.html"
-        result = study(root, list(cells), out, allow_missing=True)
+        result = study(root, list(cells), out, allow_missing=True, experiments=experiments)
         print(f"wrote {out}: {len(result['cells'])} cells, {len(result['left_out'])} left out")
     if failed:  # a scheduler, or a script, must see that the grid is not complete
         where = "the lines above" if args.engine == "ray" else "`dvc queue logs NAME`"

@@ -300,10 +300,11 @@ def build_page(groups: list[Group], rows: list[dict], left_out: list[str], track
 
 
 def study(root: Path, names: list[str], out: Path, experiment_name: str = "mnist-xai",
-          allow_missing: bool = False) -> dict[str, Any]:
+          allow_missing: bool = False, experiments: list[dict] | None = None) -> dict[str, Any]:
     """Build the study page from `names` (default: every experiment); returns what it contains. With
-    `allow_missing`, a name with no experiment (a cell of a grid that failed) is named as left out."""
-    experiments = list_experiments(root)
+    `allow_missing`, a name with no experiment (a cell of a grid that failed) is named as left out. `experiments`:
+    what list_experiments(root) gave, when the caller has it already (`dvc exp show` takes seconds)."""
+    experiments = list_experiments(root) if experiments is None else experiments
     missing_names = []
     if names:
         unknown = sorted(set(names) - {e["name"] for e in experiments})
