@@ -46,6 +46,7 @@ def main() -> None:
                          "reported": v.reported, "pooled": v.verdict, "stable": v.stable, "support": v.support,
                          "replicates": judge.replicates, "leave_one_out": v.leave_one_out,
                          "control": v.control, "threshold_sensitive": v.sensitive_to,
+                         "rerun_agreement": round(v.rerun, 3), "flagged": v.flagged,
                          "evidence": [vars(e) for e in v.evidence]} for rank, v in enumerate(ranked, 1)]
             details = {"verdicts": verdicts, "calibration": judge.calibration(), "neighbours": judge.neighbours(ranked),
                        "meta_evaluation": judge.meta_evaluation(), "findings": findings(judge, ranked),
@@ -82,9 +83,9 @@ def main() -> None:
         run.set_tags({f"verdict.{v['method']}": v["verdict"] for v in verdicts}
                      | {"output_md5": tracking.file_md5(METRICS)})
     for v in verdicts:
-        log.info("%-22s %-22s %s%s", v["method"] + (" (control)" if v["control"] else ""), v["reported"], v["reason"],
-                 f" [threshold-sensitive: {len(v['threshold_sensitive'])} moves change it]"
-                 if v["threshold_sensitive"] else "")
+        log.info("%-22s %-22s %s%s; a re-run agrees %.0f %%", v["method"] + (" (control)" if v["control"] else ""),
+                 v["reported"], v["reason"], f" [threshold-sensitive: {len(v['threshold_sensitive'])} moves change it]"
+                 if v["threshold_sensitive"] else "", 100 * v["rerun_agreement"])
 
 
 if __name__ == "__main__":

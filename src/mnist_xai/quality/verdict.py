@@ -48,6 +48,7 @@ the call depends on one draw.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,6 +71,7 @@ from mnist_xai.quality.stats import (
     interval,
     proportion_interval,
     rounded,
+    z_score,
 )
 
 PASS, FAIL, UNCLEAR, NOT_RUN = "pass", "fail", "inconclusive", "not run"
@@ -84,6 +86,8 @@ DEGENERATE_NEIGHBOURS = (0.3, 0.7)
 TOLERANCE_NEIGHBOURS = (0, 1)  # the pointing game also scored exactly and within 1 pixel
 MODEL_FREE = ("random", "edge", "brightness")
 CLASS_BLIND_SSIM = 0.9999  # Random Logit at or above it: the map for another class is the same map
+RERUN_DRAWS = 400  # simulated re-runs per method: the agreement's Monte Carlo error is at most 0.025 (one sd)
+RERUN_FLAG = 0.95  # below it a verdict is flagged: more than one re-run in 20 would report another verdict
 
 
 @dataclass(frozen=True)
@@ -241,6 +245,14 @@ class Verdict:
     sensitive_to: list[str] = field(default_factory=list)  # threshold moves that change the verdict
     control: bool = False
     leave_one_out: list[str] = field(default_factory=list)  # the verdict without replicate 0, 1, ...
+    rerun: float = float("nan")  # the estimated chance that a re-run with other seeds decides the same verdict
+
+    @property
+    def flagged(self) -> bool:
+        """Whether the reader is told the verdict may not hold: "unstable", a support below all replicates, a
+        neighbouring line that changes it, or a re-run that would likely decide otherwise."""
+        return (self.settled == UNSTABLE or bool(self.sensitive_to) or self.rerun < RERUN_FLAG
+                or (len(self.leave_one_out) > 1 and self.support < len(self.leave_one_out)))
 
     @property
     def support(self) -> int:
@@ -278,7 +290,8 @@ class Verdict:
         re-decision rewrites it)."""
         return {"verdict": self.settled, "reported": self.reported, "pooled": self.verdict, "stable": int(self.stable),
                 "support": self.support, "control": int(self.control),
-                "threshold_sensitive": int(bool(self.sensitive_to))}
+                "threshold_sensitive": int(bool(self.sensitive_to)), "rerun_agreement": round(self.rerun, 3),
+                "flagged": int(self.flagged)}
 
 
 def stable(support: int, replicates: int) -> bool:
@@ -314,6 +327,7 @@ class Judge:
         ids = [np.unique(v[replicate_key("gt_reliance")]) for v in values.values() if replicate_key("gt_reliance") in v]
         self.replicates = len(ids[0]) if ids else 1
         self._leave_one_out: list[Judge] | None = None
+        self._at_tolerance: dict[float, Judge] = {}
 
     def replicate_judges(self) -> list[Judge]:
         """One judge per replicate left out: the evidence of every other replicate (and what is measured on the
@@ -402,7 +416,51 @@ class Judge:
         changes = [f"{move}: {moved}" for move, moved in self.threshold_moves(method).items() if moved != verdict]
         leave_one_out = [judge._decide(method, judge.thresholds)[0] for judge in self.replicate_judges()]
         return Verdict(method, verdict, reason, self.evidence(method), changes, control=method in CONTROLS,
-                       leave_one_out=leave_one_out)
+                       leave_one_out=leave_one_out, rerun=self.rerun_agreement(method))
+
+    def rerun_agreement(self, method: str, draws: int = RERUN_DRAWS) -> float:
+        """The chance that a re-run with other seeds decides the same verdict, from this run's own intervals: in
+        each simulated re-run every statistic's estimate (and interval) moves by a normal draw with twice its
+        variance (the re-run's own draw and this run's), each line likewise by its controls' spread, and the verdict
+        is decided again. The standard errors are read off the decision-level intervals (normal approximation).
+        `mnist-xai stability` checks it against real re-runs (docs/stability.md)."""
+        rng = np.random.default_rng([self.seed, zlib.crc32(method.encode())])  # the same draws in every run
+        z = z_score(DECISION_CONFIDENCE)
+        outcomes, validated = {}, {}
+        for line in LINES:
+            outcome, validated[line.check], _ = self.line_outcome(method, line, self.thresholds)
+            if outcome == NOT_RUN:
+                outcomes[line.check] = np.full(draws, NOT_RUN, dtype=object)
+                continue
+            per_key = []
+            for key in line.keys:
+                threshold = self.thresholds[key]
+                value, low, high = self.estimate(method, key)
+                line_spread = np.hypot(*(est[2] - est[1] for est in (threshold.oracle,
+                                                                    threshold.negatives[threshold.nearest]))) / 2
+                unreadable = key.endswith("_rho") and self._readable(method, key) < 1 - COLLAPSED
+                if unreadable or np.isnan([value, low, high, threshold.value, line_spread]).any():
+                    per_key.append(np.full(draws, threshold.outcome((value, low, high)), dtype=object))
+                    continue
+                shift = np.sqrt(2) * (high - low) / (2 * z) * rng.standard_normal(draws)
+                moved = threshold.value + np.sqrt(2) * line_spread / (2 * z) * rng.standard_normal(draws)
+                passes, fails = (low + shift > moved, high + shift < moved) if threshold.better == "higher" else \
+                    (high + shift < moved, low + shift > moved)
+                per_key.append(np.where(passes, PASS, np.where(fails, FAIL, UNCLEAR)).astype(object))
+            stacked = np.stack(per_key)
+            outcomes[line.check] = np.where((stacked == PASS).all(0), PASS,
+                                            np.where((stacked == FAIL).any(0), FAIL, UNCLEAR))
+        degenerate = self.constant_share[method] >= DEGENERATE_SHARE
+        blind = class_blind_share(self.values[method]) >= DEGENERATE_SHARE
+        verdict = self._decide(method, self.thresholds)[0]
+        decided: dict[tuple, str] = {}
+        same = 0
+        for draw in range(draws):
+            case = tuple(outcomes[line.check][draw] for line in LINES)
+            if case not in decided:
+                decided[case] = decide(dict(zip(outcomes, case, strict=True)), validated, degenerate, blind)[0]
+            same += decided[case] == verdict
+        return same / draws
 
     def threshold_moves(self, method: str) -> dict[str, str]:
         """The verdict with each threshold moved to its neighbours, one at a time: every calibrated line by a tenth
@@ -414,12 +472,22 @@ class Judge:
                 moves[f"{BY_KEY[key].label} line at {line:.3f}"] = self._decide(method, self.thresholds,
                                                                                 moved={key: line})[0]
         for tolerance in TOLERANCE_NEIGHBOURS:
-            values = self.at_tolerance(tolerance)
-            thresholds = {**self.thresholds, **self._calibrate(values, keys={"gt_reliance", "grey_gt_reliance"})}
-            moves[f"pointing tolerance {tolerance} px"] = self._decide(method, thresholds, values=values)[0]
+            judge = self.tolerance_judge(tolerance)
+            moves[f"pointing tolerance {tolerance} px"] = judge._decide(method, judge.thresholds)[0]
         for share in DEGENERATE_NEIGHBOURS:
             moves[f"degenerate share {share:.0%}"] = self._decide(method, self.thresholds, degenerate_share=share)[0]
         return moves
+
+    def tolerance_judge(self, tolerance: float) -> Judge:
+        """A judge of every method's values with the pointing game rescored at another tolerance, its ground-truth
+        lines recalibrated on them; built once per tolerance, so its estimates are computed once for all methods."""
+        if tolerance not in self._at_tolerance:
+            values = self.at_tolerance(tolerance)
+            thresholds = {**self.thresholds, **self._calibrate(values, keys={"gt_reliance", "grey_gt_reliance"})}
+            self._at_tolerance[tolerance] = Judge(values, constant_share=self.constant_share,
+                                                  random_label_fit=self.random_label_fit, resamples=self.resamples,
+                                                  seed=self.seed, thresholds=thresholds)
+        return self._at_tolerance[tolerance]
 
     def at_tolerance(self, tolerance: float) -> dict[str, dict[str, np.ndarray]]:
         """Every method's values with the pointing game rescored at another tolerance (in pixels)."""

@@ -20,6 +20,7 @@ from mnist_xai.attribution.registry import CONTROLS
 from mnist_xai.evaluation import confusion_matrix
 from mnist_xai.explanation import Explanation
 from mnist_xai.quality.metrics import GROUND_TRUTH, KEY_SCORES, METRICS
+from mnist_xai.quality.verdict import RERUN_DRAWS, RERUN_FLAG
 from mnist_xai.report import figures
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ def _quality_context(inputs: ReportInputs) -> dict[str, Any]:
         "pointing_tolerance": inputs.verdicts["pointing_tolerance"],
         "replicates": inputs.verdicts.get("replicates", 1),
         "decision_confidence": 100 * inputs.verdicts.get("decision_confidence", 0.95),
+        "rerun_flag": RERUN_FLAG, "rerun_draws": RERUN_DRAWS,
         "metrics": METRICS,
         "table_metrics": [m for m in METRICS if m.group != GROUND_TRUTH or m.key in KEY_SCORES],
         "ground_truth_metrics": [m for m in METRICS if m.group == GROUND_TRUTH],
