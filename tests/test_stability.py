@@ -56,6 +56,31 @@ def test_an_unstable_verdict_in_every_seed_counts_as_identical():
     assert result["identical"] == 1 and result["methods"][0]["modal"] == "unstable"
 
 
+def test_a_verdict_that_moves_counts_as_told_only_if_every_seed_flagged_it():
+    runs = {s: run({"a": "trust", "b": "trust", "c": "trust"}, {}) for s in range(3)}
+    runs[1]["methods"]["a"]["verdict"] = runs[1]["methods"]["b"]["verdict"] = "too weak to call"
+    for seed in range(3):  # a: flagged in every seed, by its support or by a neighbouring line
+        runs[seed]["methods"]["a"] |= {"reported": "trust (3/5)", "threshold_sensitive": int(seed == 1)}
+        runs[seed]["methods"]["c"]["reported"] = "trust (5/5)"
+    runs[1]["methods"]["a"]["reported"] = "too weak to call (5/5)"
+    runs[1]["methods"]["b"]["reported"] = "too weak to call (4/5)"  # b: flagged only where it moved
+    result = analyse(runs)
+    rows = {row["method"]: row for row in result["methods"]}
+    assert rows["a"]["flagged"] == {"0": True, "1": True, "2": True} and rows["a"]["same_or_flagged"]
+    assert rows["b"]["flagged"] == {"0": False, "1": True, "2": False} and not rows["b"]["same_or_flagged"]
+    assert rows["c"]["identical"] and not any(rows["c"]["flagged"].values()) and rows["c"]["same_or_flagged"]
+    assert result["identical"] == 1 and result["same_or_flagged"] == 2
+    assert result["rerun"] is None  # runs of code before the re-run agreement
+    for seed in range(3):
+        for method, agreement in {"a": 0.6, "b": 0.9, "c": 1.0}.items():
+            runs[seed]["methods"][method]["rerun_agreement"] = agreement
+    rerun = analyse(runs)["rerun"]
+    # 3 methods x 6 ordered seed pairs; a and b agree in 2 of 6 (seeds 0 and 2), c in all 6
+    assert rerun["pairs"] == 18 and abs(rerun["observed"] - 10 / 18) < 1e-12
+    assert abs(rerun["predicted"] - 2.5 / 3) < 1e-12
+    assert [(b["pairs"], b["observed"]) for b in rerun["bins"]] == [(6, 2 / 6), (6, 2 / 6), (6, 1.0)]
+
+
 @pytest.mark.parametrize(("text", "seeds"), [("0-4", [0, 1, 2, 3, 4]), ("3,1", [1, 3]), ("0-2,7", [0, 1, 2, 7])])
 def test_seed_lists(text, seeds):
     assert seed_list(text) == seeds
