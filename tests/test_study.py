@@ -159,6 +159,25 @@ def test_a_tie_between_seeds_is_called_a_split_not_the_first_verdict():
     assert rows["gradcam"]["cells"][0] == {"verdict": "trust", "support": 2, "seeds": 2, "all": ["trust", "trust"]}
     majority = Group("mnist", "cnn", [*tied.runs, run(2, {"saliency": "trust", "gradcam": "trust"})])
     assert transfer([majority])[0]["cells"][0]["verdict"] == "trust"
+    assert not rows["saliency"]["told"] and not rows["gradcam"]["told"]
+
+
+def test_a_flipping_verdict_is_told_only_where_every_run_flagged_it():
+    """The mission's bar on the study page: a method whose verdict moves between seeds counts as told when every
+    run flagged it (metrics/quality.json's `flagged`), not when only some did; a verdict that holds needs no flag."""
+    from mnist_xai.study import Cell, Group, transfer
+
+    def run(seed, flagged):
+        methods = {"saliency": {"verdict": ["trust", "too weak to call"][seed % 2], "flagged": flagged},
+                   "gradcam": {"verdict": ["trust", "too weak to call"][seed % 2], "flagged": int(seed == 1)},
+                   "occlusion": {"verdict": "trust", "flagged": 0}}
+        return Cell(experiment=f"e{seed}", rev="r", dataset="mnist", arch="cnn", seed=seed, accuracy=0.99,
+                    quality={"methods": methods}, decoy={}, verdicts={})
+
+    rows = {row["method"]: row for row in transfer([Group("mnist", "cnn", [run(s, 1) for s in range(3)])])}
+    assert rows["saliency"]["told"] and not rows["saliency"]["holds"]
+    assert not rows["gradcam"]["told"]  # flagged only in the seed where it moved
+    assert rows["occlusion"]["holds"] and not rows["occlusion"]["told"]
 
 
 def test_a_grid_with_a_failed_cell_still_writes_its_page_and_exits_non_zero(grid):

@@ -145,10 +145,9 @@ def analyse(runs: dict[int, dict]) -> dict[str, Any]:
     if pairs:
         predicted, agreed = np.array(pairs, dtype=np.float64).T
         rerun = {"predicted": float(predicted.mean()), "observed": float(agreed.mean()), "pairs": len(pairs),
-                 "bins": [{"from": low, "to": high, "pairs": int(inside.sum()),
-                           "predicted": float(predicted[inside].mean()), "observed": float(agreed[inside].mean())}
-                          for low, high in RERUN_BINS
-                          if (inside := (predicted >= low) & (predicted < high)).any()]}
+                 "bins": [{"from": low, "to": high, "pairs": int(band.sum()),
+                           "predicted": float(predicted[band].mean()), "observed": float(agreed[band].mean())}
+                          for low, high in RERUN_BINS if (band := (predicted >= low) & (predicted < high)).any()]}
 
     inside = total = 0
     per_key = {}

@@ -248,7 +248,7 @@ def find_runs(cells: list[Cell], experiment_name: str) -> str | None:
 def transfer(groups: list[Group]) -> list[dict]:
     """Per method: in every cell, its verdict at each seed and the one most seeds reach (with how many), or
     "split" where two verdicts tie for the most (a 1-1 split of two seeds names neither); it holds when every
-    seed of every cell reaches the same verdict, and flips otherwise."""
+    seed of every cell reaches the same verdict, and flips otherwise ("told" when every run flagged it)."""
     from collections import Counter
 
     from mnist_xai.attribution.registry import CONTROLS
@@ -266,8 +266,10 @@ def transfer(groups: list[Group]) -> list[dict]:
                 modal = SPLIT
             cells.append({"verdict": modal, "support": support, "seeds": len(verdicts), "all": verdicts})
         everything = [verdict for cell in cells for verdict in cell["all"]]
+        # the mission's bar: where the verdict moves, every run told its reader it might (Verdict.flagged)
+        flagged = all(run.methods[method].get("flagged") for run in runs)
         rows.append({"method": method, "cells": cells, "verdicts": [cell["verdict"] for cell in cells],
-                     "holds": len(set(everything)) == 1})
+                     "holds": len(set(everything)) == 1, "told": len(set(everything)) > 1 and flagged})
     return rows
 
 
