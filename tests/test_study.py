@@ -179,6 +179,15 @@ def test_a_flipping_verdict_is_told_only_where_every_run_flagged_it():
     assert not rows["gradcam"]["told"]  # flagged only in the seed where it moved
     assert rows["occlusion"]["holds"] and not rows["occlusion"]["told"]
 
+    # runs of code before the re-run agreement stored no `flagged`: read as `mnist-xai stability` reads them
+    def old_run(seed, reported):
+        methods = {"saliency": {"verdict": ["trust", "too weak to call"][seed % 2], "reported": reported}}
+        return Cell(experiment=f"e{seed}", rev="r", dataset="mnist", arch="cnn", seed=seed, accuracy=0.99,
+                    quality={"methods": methods}, decoy={}, verdicts={})
+
+    assert transfer([Group("mnist", "cnn", [old_run(s, "trust (3/5)") for s in range(3)])])[0]["told"]
+    assert not transfer([Group("mnist", "cnn", [old_run(s, "trust (5/5)") for s in range(3)])])[0]["told"]
+
 
 def test_a_grid_with_a_failed_cell_still_writes_its_page_and_exits_non_zero(grid):
     """A scheduler or a script must see that a grid is incomplete: the failed cell is named in one line, with

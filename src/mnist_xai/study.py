@@ -57,6 +57,13 @@ class Cell:
     runs: list[dict] = field(default_factory=list)  # MLflow runs of this experiment
     gallery: dict = field(default_factory=dict)  # the example images and maps, as the page draws them
 
+    def __post_init__(self) -> None:
+        # runs of code before the re-run agreement stored no `flagged`: read it as the stability study does
+        from mnist_xai.stability import flagged
+
+        for row in self.quality.get("methods", {}).values():
+            row.setdefault("flagged", flagged(row))
+
     @property
     def label(self) -> str:
         return f"{self.dataset} × {self.arch}"
